@@ -258,7 +258,9 @@ def resize_bilinear(images: np.ndarray, OH: int, OW: int) -> np.ndarray:
     Pixel centres are aligned (output pixel o samples the input at
     s = (o + 0.5) * H / OH - 0.5, clamped to [0, H - 1]), so the image is neither
     shifted nor cut. Each output pixel is a convex combination of input pixels,
-    so values stay within the input's range.
+    so values stay within the input's range. Meant for upsampling (it matches Pillow's
+    BILINEAR there); shrinking with it aliases, as it does not average over the
+    input pixels an output pixel covers.
     """
     images = np.asarray(images, dtype=np.float32)
     N, H, W = images.shape
