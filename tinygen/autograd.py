@@ -456,6 +456,23 @@ def topological_order(root: Tensor) -> list[Function]:
     return order
 
 
+_backward_observers: list = []
+
+
+@contextlib.contextmanager
+def observe_backward(callback):
+    """Call `callback(fn, gy, gxs)` after each Function's backward inside this block.
+
+    A hook for learning aids (the backward trace in `tinygen.viz`); it does
+    not change what backward computes.
+    """
+    _backward_observers.append(callback)
+    try:
+        yield
+    finally:
+        _backward_observers.remove(callback)
+
+
 def run_backward(
     root: Tensor,
     grad: Tensor,
@@ -502,6 +519,8 @@ def run_backward(
             gxs = fn.backward(gy)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
+            for observer in _backward_observers:
+                observer(fn, gy, gxs)
             if len(gxs) != len(fn.inputs):
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned {len(gxs)} gradients "

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     line = fit_a_line()
-    print(f"fitted y = {line['w']:.3f} x + {line['b']:.3f} (true: 3 x - 1), loss {line['loss']:.5f}")
+    print(
+        f"fitted y = {line['w']:.3f} x + {line['b']:.3f} (true: 3 x - 1), loss {line['loss']:.5f}"
+    )
 
     x = tg.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
     tg.gradcheck(lambda x: (x.tanh() * x).sum(axis=1), [x])
