@@ -1,0 +1,218 @@
+"""The three products of a 2-D convolution, on raw arrays: im2col + one GEMM each.
+
+tinygen/ops/conv.py wraps these in differentiable Functions; here there is no
+autograd, only numpy or cupy arrays (the module comes from
+`get_array_module`), so the same code runs on both devices.
+
+Notation as in reference.py, plus G groups, C_out output channels,
+Cg = C / G input channels per group, L = OH*OW output pixels per image.
+A convolution with weight (C_out, Cg, KH, KW) is
+
+    forward          y  = W  @ col(x)         (C_out, N*L)  = (C_out, C*KH*KW) @ (C*KH*KW, N*L)
+    input gradient   gx = col2im(W.T @ gy)    (C*KH*KW, N*L) -> (N, C, H, W)
+    weight gradient  gW = gy @ col(x).T       (C_out, C*KH*KW)
+
+(each one GEMM per group), where gy is read as (C_out, N*L). The input
+gradient of a convolution is exactly the forward pass of the transposed
+convolution with the same weight, so `conv2d_backward_input` serves as both.
+
+Why this column layout, (C*KH*KW, N*OH*OW), rather than one matrix per image:
+the whole batch chunk is one GEMM, large enough for BLAS to reach its peak even
+on 7x7 feature maps, where 64 GEMMs of 49 columns each would not. The price is
+one transposed copy of y (or gy) between (N, C_out, L) and (C_out, N*L),
+which is cheap next to the GEMM.
+
+The batch is processed in chunks whose column buffer stays under
+`COLUMN_BUDGET_BYTES` (in cache, and small on memory), and the backward pass
+recomputes im2col rather than keep the forward's columns alive. Two shapes
+skip im2col entirely because their columns are the input itself:
+
+- a 1x1 kernel with stride 1 and no padding: y[n] = W @ x[n], per image;
+- a kernel covering the whole (unpadded) input, OH = OW = 1:
+  y = x.reshape(N, C*H*W) @ W.T, one plain GEMM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinygen.backend import get_array_module
+from tinygen.kernels import col2im, im2col
+from tinygen.kernels.reference import Pair, conv_output_size
+
+# The largest column buffer one batch chunk may use (at least one image is always taken).
+COLUMN_BUDGET_BYTES = 4 << 20
+
+
+def column_bytes(
+    x_shape: tuple, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, itemsize: int
+) -> tuple[int, int]:
+    """(bytes of one image's columns, images per chunk) for a convolution of this geometry."""
+    N, C, H, W = x_shape
+    OH = conv_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0])
+    OW = conv_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1])
+    per_image = C * kernel_size[0] * kernel_size[1] * OH * OW * itemsize
+    chunk = max(1, min(N, COLUMN_BUDGET_BYTES // max(per_image, 1)))
+    return per_image, chunk
+
+
+def _is_pointwise(kernel_size: Pair, stride: Pair, padding: Pair, groups: int) -> bool:
+    """1x1 kernel, stride 1, no padding: the columns of image n are x[n] itself."""
+    return (
+        tuple(kernel_size) == (1, 1)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (0, 0)
+        and groups == 1
+    )
+
+
+def _is_whole_input(
+    x_hw: Pair, kernel_size: Pair, padding: Pair, dilation: Pair, groups: int
+) -> bool:
+    """The kernel covers the whole unpadded input: one output pixel, columns = x.reshape(N, -1)."""
+    return (
+        tuple(kernel_size) == tuple(x_hw)
+        and tuple(padding) == (0, 0)
+        and tuple(dilation) == (1, 1)
+        and groups == 1
+    )
+
+
+def _chunks(N: int, chunk: int):
+    for n0 in range(0, N, chunk):
+        yield n0, min(N, n0 + chunk)
+
+
+def conv2d_forward(
+    x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair, groups: int
+) -> Any:
+    """y = conv2d(x, weight): (N, C, H, W), (C_out, Cg, KH, KW) -> (N, C_out, OH, OW)."""
+    xp = get_array_module(x, weight)
+    N, C, H, W = x.shape
+    C_out, Cg, KH, KW = weight.shape
+    G = groups
+    OH = conv_output_size(H, KH, stride[0], padding[0], dilation[0])
+    OW = conv_output_size(W, KW, stride[1], padding[1], dilation[1])
+    L = OH * OW
+    x = xp.ascontiguousarray(x)
+    W2 = xp.ascontiguousarray(weight).reshape(C_out, Cg * KH * KW)  # (C_out, Cg*KH*KW)
+
+    if _is_whole_input((H, W), (KH, KW), padding, dilation, G):
+        y = x.reshape(N, C * H * W) @ W2.T  # (N, C_out)
+        return y.reshape(N, C_out, 1, 1)
+    if _is_pointwise((KH, KW), stride, padding, G):
+        y = xp.matmul(W2, x.reshape(N, C, H * W))  # (N, C_out, H*W), one GEMM per image
+        return y.reshape(N, C_out, OH, OW)
+
+    W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
+    y = xp.empty((N, C_out, L), dtype=x.dtype)
+    _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)
+    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
+    for n0, n1 in _chunks(N, chunk):
+        Nc = n1 - n0
+        col = im2col(
+            x[n0:n1],
+            (KH, KW),
+            stride,
+            padding,
+            dilation,
+            out=buffer[: C * KH * KW * Nc * L].reshape(C * KH * KW, Nc * L),
+        )
+        yc = xp.matmul(W3, col.reshape(G, Cg * KH * KW, Nc * L))  # (G, C_out/G, Nc*L)
+        y[n0:n1] = yc.reshape(C_out, Nc, L).transpose(1, 0, 2)  # (Nc, C_out, L)
+    return y.reshape(N, C_out, OH, OW)
+
+
+def _gy_as_matrix(gy_chunk: Any, xp: Any) -> Any:
+    """(Nc, C_out, OH, OW) -> (C_out, Nc*L), copied so that the GEMM reads it contiguously."""
+    Nc, C_out, OH, OW = gy_chunk.shape
+    gyT = xp.empty((C_out, Nc, OH * OW), dtype=gy_chunk.dtype)
+    gyT[...] = gy_chunk.reshape(Nc, C_out, OH * OW).transpose(1, 0, 2)  # (C_out, Nc, L)
+    return gyT.reshape(C_out, Nc * OH * OW)
+
+
+def conv2d_backward_input(
+    gy: Any, weight: Any, x_hw: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+) -> Any:
+    """gx of conv2d, which is also conv_transpose2d's forward pass.
+
+    gy (N, C_out, OH, OW), weight (C_out, Cg, KH, KW), x_hw = (H, W) -> gx (N, C, H, W)
+    with C = Cg * groups. (H, W) must give back OH, OW by the output-size formula;
+    several do when the stride is above 1, which is what output_padding chooses between.
+    """
+    xp = get_array_module(gy, weight)
+    N, C_out, OH, OW = gy.shape
+    _, Cg, KH, KW = weight.shape
+    G = groups
+    C = Cg * G
+    H, W = x_hw
+    L = OH * OW
+    gy = xp.ascontiguousarray(gy)
+    W2 = xp.ascontiguousarray(weight).reshape(C_out, Cg * KH * KW)  # (C_out, Cg*KH*KW)
+
+    if _is_whole_input((H, W), (KH, KW), padding, dilation, G):
+        gx = gy.reshape(N, C_out) @ W2  # (N, C*H*W)
+        return gx.reshape(N, C, H, W)
+    if _is_pointwise((KH, KW), stride, padding, G) and (OH, OW) == (H, W):
+        gx = xp.matmul(W2.T, gy.reshape(N, C_out, L))  # (N, C, H*W), one GEMM per image
+        return gx.reshape(N, C, H, W)
+
+    W3t = W2.reshape(G, C_out // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, Cg*KH*KW, C_out/G)
+    gx = xp.empty((N, C, H, W), dtype=gy.dtype)
+    _, chunk = column_bytes((N, C, H, W), (KH, KW), stride, padding, dilation, gy.itemsize)
+    for n0, n1 in _chunks(N, chunk):
+        Nc = n1 - n0
+        gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
+        gcol = xp.matmul(W3t, gyT.reshape(G, C_out // G, Nc * L))  # (G, Cg*KH*KW, Nc*L)
+        col2im(
+            gcol.reshape(C * KH * KW, Nc * L),
+            (Nc, C, H, W),
+            (KH, KW),
+            stride,
+            padding,
+            dilation,
+            out=gx[n0:n1],
+        )  # (Nc, C, H, W)
+    return gx
+
+
+def conv2d_backward_weight(
+    x: Any, gy: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+) -> Any:
+    """gW of conv2d: x (N, C, H, W), gy (N, C_out, OH, OW) -> gW (C_out, Cg, KH, KW)."""
+    xp = get_array_module(x, gy)
+    N, C, H, W = x.shape
+    _, C_out, OH, OW = gy.shape
+    KH, KW = kernel_size
+    G = groups
+    Cg = C // G
+    L = OH * OW
+    x = xp.ascontiguousarray(x)
+    gy = xp.ascontiguousarray(gy)
+
+    if _is_whole_input((H, W), (KH, KW), padding, dilation, G):
+        gW = gy.reshape(N, C_out).T @ x.reshape(N, C * H * W)  # (C_out, C*H*W)
+        return gW.reshape(C_out, C, KH, KW)
+    if _is_pointwise((KH, KW), stride, padding, G):
+        xT = xp.ascontiguousarray(x.reshape(N, C, L).transpose(1, 0, 2))  # (C, N, L)
+        gW = _gy_as_matrix(gy, xp) @ xT.reshape(C, N * L).T  # (C_out, C)
+        return gW.reshape(C_out, C, 1, 1)
+
+    gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
+    _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)
+    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
+    for n0, n1 in _chunks(N, chunk):
+        Nc = n1 - n0
+        col = im2col(
+            x[n0:n1],
+            (KH, KW),
+            stride,
+            padding,
+            dilation,
+            out=buffer[: C * KH * KW * Nc * L].reshape(C * KH * KW, Nc * L),
+        )
+        gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
+        col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
+        gW += xp.matmul(gyT.reshape(G, C_out // G, Nc * L), col3.transpose(0, 2, 1))
+        # (G, C_out/G, Cg*KH*KW)
+    return gW.reshape(C_out, Cg, KH, KW)
