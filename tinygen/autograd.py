@@ -496,8 +496,12 @@ def run_backward(
         if wanted is not None:
             if id(x) in wanted:
                 captured[id(x)] = gx if id(x) not in captured else captured[id(x)] + gx
+        elif x.grad is None:
+            # Copy: gx may be the caller's `grad` or the very tensor handed to another
+            # leaf (y = a + b gives both the same one), and .grad may be changed in place.
+            x.grad = gx if create_graph else Tensor(gx.data.copy())
         else:
-            x.grad = gx if x.grad is None else x.grad + gx
+            x.grad = x.grad + gx
 
     order = topological_order(root)
     grad_of_output: dict[int, Tensor] = {}
@@ -506,6 +510,8 @@ def run_backward(
             deliver(root, grad)
         else:
             grad_of_output[id(root.creator)] = grad
+            if wanted is not None and id(root) in wanted:
+                deliver(root, grad)  # grad(y, [y]): the root's gradient is grad itself
         for fn in order:
             gy = grad_of_output.pop(id(fn), None)
             if fn.inputs is None:

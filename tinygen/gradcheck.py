@@ -199,7 +199,7 @@ def _prepare(inputs: Sequence[Any], name: str) -> tuple[list[Any], list[int]]:
     xs: list[Any] = []
     checked: list[int] = []
     for k, value in enumerate(inputs):
-        is_float_array = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        is_float_array = isinstance(value, (np.ndarray, np.floating)) and value.dtype.kind == "f"
         wants_grad = isinstance(value, Tensor) and value.requires_grad
         if is_float_array or wants_grad:
             data = value.data if isinstance(value, Tensor) else value

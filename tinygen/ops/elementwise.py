@@ -253,9 +253,11 @@ class Clip(Function):
 
     def backward(self, gy):
         (x,) = self.inputs
-        inside = np.ones((), dtype=bool) if self.low is None else x.data >= self.low
+        inside = get_array_module(x.data).ones(x.shape, dtype=bool)  # on x's device
+        if self.low is not None:
+            inside &= x.data >= self.low
         if self.high is not None:
-            inside = inside & (x.data <= self.high)
+            inside &= x.data <= self.high
         return gy * Tensor(inside, dtype=gy.dtype)
 
 

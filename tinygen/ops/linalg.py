@@ -41,13 +41,14 @@ def matmul(x, w) -> Tensor:
     x, w = as_tensor(x), as_tensor(w)
     if x.ndim == 0 or w.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-D, got {x.shape} and {w.shape}")
-    if x.ndim == 1 and w.ndim >= 2 and x.shape[0] != w.shape[-2]:
+    if x.ndim == 1 and w.ndim == 1 and x.shape != w.shape:
+        raise ValueError(f"matmul: vectors of shapes {x.shape} and {w.shape} differ in length")
+    row_axis = 0 if w.ndim == 1 else -2  # a vector w is a column
+    if x.shape[-1] != w.shape[row_axis]:
         raise ValueError(
             f"matmul: shapes {x.shape} and {w.shape} do not multiply; "
-            f"x.shape[-1] ({x.shape[-1]}) must equal w.shape[-2] ({w.shape[-2]})"
+            f"x.shape[-1] ({x.shape[-1]}) must equal w.shape[{row_axis}] ({w.shape[row_axis]})"
         )
-    if x.ndim == 1 and w.ndim == 1 and x.shape != w.shape:
-        raise ValueError(f"matmul: vectors of lengths {x.shape[0]} and {w.shape[0]} differ")
     x2 = reshape(x, 1, x.shape[0]) if x.ndim == 1 else x  # (k,) -> (1, k)
     w2 = reshape(w, w.shape[0], 1) if w.ndim == 1 else w  # (k,) -> (k, 1)
     y = MatMul()(x2, w2)

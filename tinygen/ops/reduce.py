@@ -143,9 +143,16 @@ class LogSumExp(Function):
         return y if self.keepdims else y.squeeze(axis=self.axes)
 
     def backward(self, gy):
+        # softmax(x) = e^(x - m) / sum e^(x - m) for any constant m. With m = max(x) the
+        # differences x - m are exact, where x - logsumexp(x) would carry the rounding
+        # of logsumexp (1e-5 relative in float32 at |x| ~ 1000).
         (x,) = self.inputs
-        y = logsumexp(x, self.axes, keepdims=True)
-        return _spread(gy, x.shape, self.axes) * exp(x - y)
+        xp = get_array_module(x.data)
+        m = x.data.max(axis=self.axes, keepdims=True)
+        m = Tensor(xp.where(xp.isfinite(m), m, 0))
+        e = exp(x - m)
+        softmax = e / sum(e, self.axes, keepdims=True)
+        return _spread(gy, x.shape, self.axes) * softmax
 
 
 def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:

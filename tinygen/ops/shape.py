@@ -112,7 +112,8 @@ def permute(x, *axes) -> Tensor:
     """Reorder the dimensions: output dimension i is input dimension axes[i]."""
     x = as_tensor(x)
     axes = _shape_arg(axes)
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+    in_range = all(-x.ndim <= a < x.ndim for a in axes)
+    if not in_range or sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
         raise ValueError(
             f"permute: axes {axes} are not a permutation of the {x.ndim} dims of shape {x.shape}"
         )
@@ -368,4 +369,6 @@ def pad(x, pad_width: Sequence[Any], value: float = 0.0) -> Tensor:
         )
     if any(a < 0 or b < 0 for a, b in widths):
         raise ValueError(f"pad: widths must be non-negative, got {widths}")
+    if all(w == (0, 0) for w in widths):
+        return x  # nothing to pad (and numpy.pad rejects the empty widths of a 0-d tensor)
     return Pad(widths, value)(x)
