@@ -143,6 +143,21 @@ def test_conv_transpose2d_second_derivatives_match_finite_differences(case):
     assert tg.gradgradcheck(_as_function(conv_transpose2d, case), _present(x, weight, bias))
 
 
+@given(st.sampled_from([conv2d, conv_transpose2d]), st.data())
+@settings(derandomize=True, deadline=None, max_examples=30)
+def test_gradients_hold_when_columns_are_recomputed_in_chunks(op, data):
+    # Small layers keep their im2col columns from forward to backward; large ones recompute
+    # them one chunk of images at a time. Force the second path on small shapes.
+    from tinygen.kernels import conv_arrays
+
+    case = data.draw(conv2d_cases() if op is conv2d else conv_transpose2d_cases())
+    x, weight, bias = _inputs(case, seed=15)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_arrays, "KEEP_COLUMNS_BYTES", 0)
+        patch.setattr(conv_arrays, "COLUMN_BUDGET_BYTES", 1)
+        assert tg.gradgradcheck(_as_function(op, case), _present(x, weight, bias))
+
+
 # ---------------------------------------------------------------------------
 # Adjointness and shapes
 # ---------------------------------------------------------------------------

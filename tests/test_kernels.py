@@ -353,6 +353,24 @@ def test_array_conv2d_in_several_batch_chunks_equals_one_chunk(monkeypatch):
     _check_against_naive(*case)
 
 
+@given(conv_cases())
+@settings(derandomize=True, deadline=None, max_examples=30)
+def test_array_conv2d_with_kept_columns_equals_chunked_recomputation(case):
+    x_shape, weight_shape, stride, padding, dilation, groups = case
+    x, weight = _random(x_shape, seed=18), _random(weight_shape, seed=19)
+    options = (stride, padding, dilation, groups)
+    columns = conv_arrays.columns(x, weight_shape[2:], stride, padding, dilation)
+    y = conv_arrays.conv2d_forward(x, weight, *options, columns=columns)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_arrays, "COLUMN_BUDGET_BYTES", 1)  # one image per chunk
+        y_chunked = conv_arrays.conv2d_forward(x, weight, *options)
+        gy = _random(y.shape, seed=20)
+        gW_chunked = conv_arrays.conv2d_backward_weight(x, gy, weight_shape[2:], *options)
+    gW = conv_arrays.conv2d_backward_weight(x, gy, weight_shape[2:], *options, columns=columns)
+    np.testing.assert_allclose(y, y_chunked, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gW, gW_chunked, rtol=1e-12, atol=1e-12)
+
+
 def test_array_conv2d_keeps_float32():
     x = _random((2, 3, 6, 6), np.float32)
     weight = _random((4, 3, 3, 3), np.float32)

@@ -43,6 +43,11 @@ from tinygen.kernels.reference import Pair, conv_output_size
 # The largest column buffer one batch chunk may use (at least one image is always taken).
 COLUMN_BUDGET_BYTES = 4 << 20
 
+# Whole-batch columns up to this size are worth keeping from the forward pass for the
+# weight gradient (and sharing between the two products of a transposed convolution's
+# backward): im2col then runs once instead of twice. Larger ones are recomputed in chunks.
+KEEP_COLUMNS_BYTES = 16 << 20
+
 
 def column_bytes(
     x_shape: tuple, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, itemsize: int
@@ -54,6 +59,58 @@ def column_bytes(
     per_image = C * kernel_size[0] * kernel_size[1] * OH * OW * itemsize
     chunk = max(1, min(N, COLUMN_BUDGET_BYTES // max(per_image, 1)))
     return per_image, chunk
+
+
+def plan(
+    x_shape: tuple,
+    weight_shape: tuple,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    itemsize: int = 4,
+) -> dict:
+    """How conv2d_forward will compute this convolution: its path and its column buffer.
+
+    Returns {"path": "im2col" | "pointwise" | "whole-input", "images_per_chunk",
+    "column_bytes_per_chunk", "column_bytes_whole_batch"} (0 bytes on the two
+    paths that need no columns).
+    """
+    N, _, H, W = x_shape
+    kernel_size = tuple(weight_shape[2:])
+    if _is_whole_input((H, W), kernel_size, padding, dilation, groups):
+        path = "whole-input"
+    elif _is_pointwise(kernel_size, stride, padding, groups):
+        path = "pointwise"
+    else:
+        path = "im2col"
+    per_image, chunk = column_bytes(x_shape, kernel_size, stride, padding, dilation, itemsize)
+    uses_columns = path == "im2col"
+    return {
+        "path": path,
+        "images_per_chunk": chunk if uses_columns else N,
+        "column_bytes_per_chunk": per_image * chunk if uses_columns else 0,
+        "column_bytes_whole_batch": per_image * N if uses_columns else 0,
+    }
+
+
+def columns_worth_keeping(
+    x_shape: tuple,
+    weight_shape: tuple,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    itemsize: int,
+) -> bool:
+    """True when the convolution uses im2col and its whole-batch columns fit KEEP_COLUMNS_BYTES."""
+    info = plan(x_shape, weight_shape, stride, padding, dilation, groups, itemsize)
+    return info["path"] == "im2col" and info["column_bytes_whole_batch"] <= KEEP_COLUMNS_BYTES
+
+
+def columns(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Any:
+    """im2col of the whole batch: (N, C, H, W) -> (C*KH*KW, N*OH*OW), to pass as `columns=`."""
+    return im2col(x, kernel_size, stride, padding, dilation)
 
 
 def _is_pointwise(kernel_size: Pair, stride: Pair, padding: Pair, groups: int) -> bool:
@@ -84,9 +141,19 @@ def _chunks(N: int, chunk: int):
 
 
 def conv2d_forward(
-    x: Any, weight: Any, stride: Pair, padding: Pair, dilation: Pair, groups: int
+    x: Any,
+    weight: Any,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    columns: Any = None,
 ) -> Any:
-    """y = conv2d(x, weight): (N, C, H, W), (C_out, Cg, KH, KW) -> (N, C_out, OH, OW)."""
+    """y = conv2d(x, weight): (N, C, H, W), (C_out, Cg, KH, KW) -> (N, C_out, OH, OW).
+
+    `columns`, when given, is im2col of the whole x (from `columns()`), used instead of
+    computing it again chunk by chunk.
+    """
     xp = get_array_module(x, weight)
     N, C, H, W = x.shape
     C_out, Cg, KH, KW = weight.shape
@@ -106,6 +173,10 @@ def conv2d_forward(
 
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
     y = xp.empty((N, C_out, L), dtype=x.dtype)
+    if columns is not None:
+        y_all = xp.matmul(W3, columns.reshape(G, Cg * KH * KW, N * L))  # (G, C_out/G, N*L)
+        y[...] = y_all.reshape(C_out, N, L).transpose(1, 0, 2)  # (N, C_out, L)
+        return y.reshape(N, C_out, OH, OW)
     _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)
     buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
     for n0, n1 in _chunks(N, chunk):
@@ -177,9 +248,19 @@ def conv2d_backward_input(
 
 
 def conv2d_backward_weight(
-    x: Any, gy: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+    x: Any,
+    gy: Any,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    columns: Any = None,
 ) -> Any:
-    """gW of conv2d: x (N, C, H, W), gy (N, C_out, OH, OW) -> gW (C_out, Cg, KH, KW)."""
+    """gW of conv2d: x (N, C, H, W), gy (N, C_out, OH, OW) -> gW (C_out, Cg, KH, KW).
+
+    `columns`, when given, is im2col of the whole x, kept from the forward pass.
+    """
     xp = get_array_module(x, gy)
     N, C, H, W = x.shape
     _, C_out, OH, OW = gy.shape
@@ -197,6 +278,12 @@ def conv2d_backward_weight(
         xT = xp.ascontiguousarray(x.reshape(N, C, L).transpose(1, 0, 2))  # (C, N, L)
         gW = _gy_as_matrix(gy, xp) @ xT.reshape(C, N * L).T  # (C_out, C)
         return gW.reshape(C_out, C, 1, 1)
+
+    if columns is not None:
+        gyT = _gy_as_matrix(gy, xp).reshape(G, C_out // G, N * L)  # (G, C_out/G, N*L)
+        col3 = columns.reshape(G, Cg * KH * KW, N * L)  # (G, Cg*KH*KW, N*L)
+        gW = xp.matmul(gyT, col3.transpose(0, 2, 1))  # (G, C_out/G, Cg*KH*KW)
+        return gW.reshape(C_out, Cg, KH, KW)
 
     gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
     _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)

@@ -14,6 +14,11 @@ No two threads ever write the same element:
 
 The inner loops run over a precomputed valid range of `ow`, so they have no
 branch and LLVM can vectorize them; the padding is written as explicit zeros.
+Their indices are unsigned (uint64): Numba checks every signed index for a
+negative value (Python's x[-1]), and that check alone kept LLVM from
+vectorizing the copy (im2col of a 3x3 kernel over 64x32x32 ran 2.8x slower).
+Unsigned and signed ints never meet in one expression, since Numba would
+turn their sum into a float.
 
 Numba caches the machine code on disk (`cache=True`). When the cache folder
 cannot be written (a read-only install), the kernels are compiled with
@@ -29,7 +34,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, uint64
 
 from tinygen.kernels.reference import Pair, conv_output_size
 
@@ -58,46 +63,53 @@ def _compile(fn: Any, parallel: bool) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _im2col_body(x, col, KH, KW, SH, SW, PH, PW, DH, DW):
+def _im2col_body(x, col, N, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW):
     """col[c, kh, kw, n, oh, ow] = x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW], or 0.
 
-    The loop it computes (one thread per row r = (c, kh, kw)):
+    x and col arrive flattened (1-D, C order), so every access is base + offset.
+    The loop it computes (one thread per row r = (c, kh, kw) of col):
 
         for r in prange(C*KH*KW):
             for n, oh, ow:
                 ih, iw = oh*SH - PH + kh*DH, ow*SW - PW + kw*DW
                 col[r, n, oh, ow] = x[n, c, ih, iw] if inside else 0
     """
-    N, C, H, W = x.shape
-    R, _, OH, OW = col.shape  # col viewed as (C*KH*KW, N, OH, OW)
-    for r in prange(R):
+    sw = uint64(SW)
+    for r in prange(C * KH * KW):
         c = r // (KH * KW)
         kh = (r // KW) % KH
         kw = r % KW
-        shift = kw * DW - PW
-        ow_lo = min(max(-(shift // SW), 0), OW)
-        ow_hi = min(max(-((shift - W) // SW), ow_lo), OW)
+        shift = kw * DW - PW  # iw = ow*SW + shift
+        ow_lo = min(max(-(shift // SW), 0), OW)  # first ow with iw >= 0
+        ow_hi = min(max(-((shift - W) // SW), ow_lo), OW)  # first ow with iw >= W
+        inside = uint64(ow_hi - ow_lo)
         for n in range(N):
             for oh in range(OH):
                 ih = oh * SH - PH + kh * DH
-                row = col[r, n, oh]
+                dst = uint64(((r * N + n) * OH + oh) * OW)  # col[r, n, oh, 0]
                 if ih < 0 or ih >= H:
-                    row[:] = 0
+                    for j in range(uint64(OW)):
+                        col[dst + j] = 0
+                    continue
+                for j in range(uint64(ow_lo)):
+                    col[dst + j] = 0
+                d0 = dst + uint64(ow_lo)  # col[r, n, oh, ow_lo]
+                s0 = uint64(((n * C + c) * H + ih) * W + ow_lo * SW + shift)  # x[n, c, ih, iw]
+                if SW == 1:  # a plain copy, which LLVM vectorizes
+                    for j in range(inside):
+                        col[d0 + j] = x[s0 + j]
                 else:
-                    src = x[n, c, ih]
-                    for ow in range(ow_lo):
-                        row[ow] = 0
-                    for ow in range(ow_lo, ow_hi):
-                        row[ow] = src[ow * SW + shift]
-                    for ow in range(ow_hi, OW):
-                        row[ow] = 0
+                    for j in range(inside):
+                        col[d0 + j] = x[s0 + j * sw]
+                for j in range(uint64(ow_hi), uint64(OW)):
+                    col[dst + j] = 0
 
 
-def _col2im_body(col, x, KH, KW, SH, SW, PH, PW, DH, DW):
+def _col2im_body(col, x, N, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW):
     """x[n, c, ih, iw] = sum of col[c, kh, kw, n, oh, ow] over the windows that reach it.
 
-    The loop it computes (one thread per plane p = (n, c), so no two threads
-    ever add into the same pixel):
+    col and x arrive flattened (1-D, C order). The loop it computes (one thread
+    per plane p = (n, c), so no two threads ever add into the same pixel):
 
         for p in prange(N*C):
             x[n, c] = 0
@@ -105,26 +117,32 @@ def _col2im_body(col, x, KH, KW, SH, SW, PH, PW, DH, DW):
                 ih, iw = oh*SH - PH + kh*DH, ow*SW - PW + kw*DW
                 if inside: x[n, c, ih, iw] += col[c, kh, kw, n, oh, ow]
     """
-    N, C, H, W = x.shape
-    _, _, OH, OW = col.shape  # col viewed as (C*KH*KW, N, OH, OW)
+    sw = uint64(SW)
     for p in prange(N * C):
         n = p // C
         c = p % C
-        plane = x[n, c]
-        plane[:, :] = 0
+        plane = uint64(p * H * W)  # x[n, c, 0, 0]
+        for j in range(uint64(H * W)):
+            x[plane + j] = 0
         for kh in range(KH):
-            oh_lo = min(max(-((kh * DH - PH) // SH), 0), OH)
-            oh_hi = min(max(-((kh * DH - PH - H) // SH), oh_lo), OH)
+            oh_lo = min(max(-((kh * DH - PH) // SH), 0), OH)  # first oh with ih >= 0
+            oh_hi = min(max(-((kh * DH - PH - H) // SH), oh_lo), OH)  # first oh with ih >= H
             for kw in range(KW):
                 r = (c * KH + kh) * KW + kw
                 shift = kw * DW - PW
                 ow_lo = min(max(-(shift // SW), 0), OW)
                 ow_hi = min(max(-((shift - W) // SW), ow_lo), OW)
+                inside = uint64(ow_hi - ow_lo)
                 for oh in range(oh_lo, oh_hi):
-                    dst = plane[oh * SH - PH + kh * DH]
-                    src = col[r, n, oh]
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow * SW + shift] += src[ow]
+                    ih = oh * SH - PH + kh * DH
+                    d0 = plane + uint64(ih * W + ow_lo * SW + shift)  # x[n, c, ih, iw]
+                    s0 = uint64(((r * N + n) * OH + oh) * OW + ow_lo)  # col[r, n, oh, ow_lo]
+                    if SW == 1:
+                        for j in range(inside):
+                            x[d0 + j] += col[s0 + j]
+                    else:
+                        for j in range(inside):
+                            x[d0 + j * sw] += col[s0 + j]
 
 
 _im2col_parallel = _compile(_im2col_body, parallel=True)
@@ -136,6 +154,11 @@ _col2im_serial = _compile(_col2im_body, parallel=False)
 # ---------------------------------------------------------------------------
 # The public functions (same signature as reference.py, plus `parallel`)
 # ---------------------------------------------------------------------------
+
+
+def _use_threads(elements: int) -> bool:
+    """The parallel kernel pays off only with several threads and enough work."""
+    return elements >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
 
 
 def im2col(
@@ -156,9 +179,11 @@ def im2col(
     if out is None:
         out = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
     if parallel is None:
-        parallel = out.size >= PARALLEL_MIN_ELEMENTS
+        parallel = _use_threads(out.size)
     kernel = _im2col_parallel if parallel else _im2col_serial
-    kernel(x, out.reshape(C * KH * KW, N, OH, OW), KH, KW, *stride, *padding, *dilation)
+    kernel(
+        x.reshape(-1), out.reshape(-1), N, C, H, W, OH, OW, KH, KW, *stride, *padding, *dilation
+    )
     return out
 
 
@@ -181,9 +206,11 @@ def col2im(
     if out is None:
         out = np.empty(x_shape, dtype=col.dtype)
     if parallel is None:
-        parallel = col.size >= PARALLEL_MIN_ELEMENTS
+        parallel = _use_threads(col.size)
     kernel = _col2im_parallel if parallel else _col2im_serial
-    kernel(col.reshape(C * KH * KW, N, OH, OW), out, KH, KW, *stride, *padding, *dilation)
+    kernel(
+        col.reshape(-1), out.reshape(-1), N, C, H, W, OH, OW, KH, KW, *stride, *padding, *dilation
+    )
     return out
 
 

@@ -65,22 +65,37 @@ def _bias_grad(gy: Tensor) -> Tensor:
 
 
 class Conv2d(_ConvGeometry, Function):
-    """y = conv2d(x, W) + b: (N, C, H, W), (C_out, C/G, KH, KW), (C_out,) -> (N, C_out, OH, OW)."""
+    """y = conv2d(x, W) + b: (N, C, H, W), (C_out, C/G, KH, KW), (C_out,) -> (N, C_out, OH, OW).
+
+    `columns`: im2col of x when the caller already has it (see ConvTranspose2d.backward).
+    """
+
+    def __init__(
+        self, stride: Pair, padding: Pair, dilation: Pair, groups: int, columns: Any = None
+    ) -> None:
+        super().__init__(stride, padding, dilation, groups)
+        self.columns = columns
 
     def forward(self, x, weight, bias=None):
-        y = conv_arrays.conv2d_forward(x, weight, *self.options)
+        columns = self.columns
+        if columns is None and conv_arrays.columns_worth_keeping(
+            x.shape, weight.shape, *self.options, x.itemsize
+        ):
+            columns = conv_arrays.columns(x, weight.shape[2:], *self.options[:3])
+        y = conv_arrays.conv2d_forward(x, weight, *self.options, columns=columns)
+
+        self.save_for_backward(columns)  # None: the weight gradient recomputes them in chunks
         return y if bias is None else _add_bias(y, bias)
 
     def backward(self, gy):
         x, weight = self.inputs[:2]
+        (columns,) = self.saved
         need = self.needs_input_grad
         H, W = x.shape[2:]
         gx = ConvTranspose2d(*self.options, hw=(H, W))(gy, weight) if need[0] else None
-        gW = (
-            Conv2dGradWeight(*self.options, kernel_size=weight.shape[2:])(x, gy)
-            if need[1]
-            else None
-        )
+        gW = None
+        if need[1]:
+            gW = Conv2dGradWeight(*self.options, weight.shape[2:], columns=columns)(x, gy)
         if len(self.inputs) == 2:
             return gx, gW
         gb = _bias_grad(gy) if need[2] else None
@@ -105,12 +120,20 @@ class ConvTranspose2d(_ConvGeometry, Function):
     def backward(self, gy):
         x, weight = self.inputs[:2]
         need = self.needs_input_grad
-        gx = Conv2d(*self.options)(gy, weight) if need[0] else None
-        gW = (
-            Conv2dGradWeight(*self.options, kernel_size=weight.shape[2:])(gy, x)
-            if need[1]
-            else None
-        )
+        # Both gradients read the columns of gy: make them once when they are worth keeping.
+        columns = None
+        if (
+            need[0]
+            and need[1]
+            and conv_arrays.columns_worth_keeping(
+                gy.shape, weight.shape, *self.options, gy.data.itemsize
+            )
+        ):
+            columns = conv_arrays.columns(gy.data, weight.shape[2:], *self.options[:3])
+        gx = Conv2d(*self.options, columns=columns)(gy, weight) if need[0] else None
+        gW = None
+        if need[1]:
+            gW = Conv2dGradWeight(*self.options, weight.shape[2:], columns=columns)(gy, x)
         if len(self.inputs) == 2:
             return gx, gW
         gb = _bias_grad(gy) if need[2] else None
@@ -122,23 +145,33 @@ class Conv2dGradWeight(_ConvGeometry, Function):
 
     x (N, C, H, W), gy (N, C_out, OH, OW) -> gW (C_out, C/G, KH, KW). It is
     linear in each argument; its backward is a ConvTranspose2d and a Conv2d.
+    `columns`: im2col of x when the forward pass kept it.
     """
 
     def __init__(
-        self, stride: Pair, padding: Pair, dilation: Pair, groups: int, kernel_size: Pair
+        self,
+        stride: Pair,
+        padding: Pair,
+        dilation: Pair,
+        groups: int,
+        kernel_size: Pair,
+        columns: Any = None,
     ) -> None:
         super().__init__(stride, padding, dilation, groups)
         self.kernel_size = tuple(kernel_size)
+        self.columns = columns
 
     def forward(self, x, gy):
-        return conv_arrays.conv2d_backward_weight(x, gy, self.kernel_size, *self.options)
+        return conv_arrays.conv2d_backward_weight(
+            x, gy, self.kernel_size, *self.options, columns=self.columns
+        )
 
     def backward(self, ggW):
         x, gy = self.inputs
         need = self.needs_input_grad
         H, W = x.shape[2:]
         gx = ConvTranspose2d(*self.options, hw=(H, W))(gy, ggW) if need[0] else None
-        ggy = Conv2d(*self.options)(x, ggW) if need[1] else None
+        ggy = Conv2d(*self.options, columns=self.columns)(x, ggW) if need[1] else None
         return gx, ggy
 
 
