@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygen as tg
-import tinygen.nn.functional as F
+import tinygen.nn.functional as F  # noqa: N812  (the name PyTorch users know)
 from tinygen import gradcheck, gradgradcheck
 
 seeds = st.integers(0, 2**32 - 1)
