@@ -242,7 +242,10 @@ def _analytical(
     xp = get_array_module(output.data)
     if not output.requires_grad:
         return [np.zeros(xs[k].shape) for k in checked]
-    grads = grad(output, [xs[k] for k in checked], Tensor(xp.asarray(v)), allow_unused=True)
+    try:
+        grads = grad(output, [xs[k] for k in checked], Tensor(xp.asarray(v)), allow_unused=True)
+    except RuntimeError as error:  # e.g. a backward that returned a wrongly shaped gradient
+        raise GradcheckError(f"gradcheck: the backward pass failed: {error}") from error
     result = []
     for k, g in zip(checked, grads):
         x = xs[k]
