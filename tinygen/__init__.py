@@ -48,6 +48,8 @@ from tinygen.ops import (
     clamp,
     clip,
     concatenate,
+    conv2d,
+    conv_transpose2d,
     exp,
     expand,
     flatten,

@@ -6,6 +6,7 @@ autograd core stays free of any operation, and nothing imports upward.
 """
 
 from tinygen.autograd import Tensor
+from tinygen.ops.conv import conv2d, conv_transpose2d
 from tinygen.ops.elementwise import (
     abs,
     add,
