@@ -82,7 +82,7 @@ def gradcheck(
 
     def objective(args: list[Any], v: np.ndarray) -> float:
         with no_grad():
-            return float(_host(fn(*args).data * v).sum())
+            return float((_host(fn(*args).data) * v).sum())
 
     output = _call(fn, xs)
     v = rng.standard_normal(output.shape)
