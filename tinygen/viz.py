@@ -173,8 +173,9 @@ def save_curves(
     """Draw one line per named series of (step, value) points and write a PNG.
 
     Drawn with Pillow alone (no matplotlib in the library): axes with round-number ticks, one
-    coloured line per series, a legend in the top right corner. Non-finite values (a NaN loss)
-    break the line instead of ruining the scale. Written atomically like `save_grid`.
+    coloured line per series, a legend in the corner that hides the fewest points. Non-finite
+    values (a NaN loss) break the line instead of ruining the scale. Written atomically like
+    `save_grid`.
     """
     from PIL import Image, ImageDraw
 
@@ -191,7 +192,8 @@ def save_curves(
         x_lo, x_hi = float(finite[:, 0].min()), float(finite[:, 0].max())
         y_lo, y_hi = float(finite[:, 1].min()), float(finite[:, 1].max())
     x_ticks = _nice_ticks(x_lo, x_hi)
-    y_ticks = _nice_ticks(y_lo, y_hi)
+    margin = 0.05 * (y_hi - y_lo)  # keep the lines off the frame
+    y_ticks = _nice_ticks(y_lo - margin, y_hi + margin)
     x_lo, x_hi = min(x_lo, x_ticks[0]), max(x_hi, x_ticks[-1])
     y_lo, y_hi = min(y_lo, y_ticks[0]), max(y_hi, y_ticks[-1])
 
@@ -246,7 +248,26 @@ def save_curves(
     names = list(points)
     box_w = 34 + max(_text_width(draw, n, font) for n in names)
     box_h = 8 + 18 * len(names)
-    x0, y0 = right - box_w - 8, top + 8
+    # the corner whose box hides the fewest data points (top right on a tie)
+    pixels = np.array([to_px(x, y) for x, y in finite]) if finite.size else np.zeros((0, 2))
+    corners = [
+        (right - box_w - 8, top + 8),
+        (left + 8, top + 8),
+        (right - box_w - 8, bottom - box_h - 8),
+        (left + 8, bottom - box_h - 8),
+    ]
+
+    def hidden(corner: tuple[float, float]) -> int:
+        cx, cy = corner
+        inside = (
+            (pixels[:, 0] >= cx)
+            & (pixels[:, 0] <= cx + box_w)
+            & (pixels[:, 1] >= cy)
+            & (pixels[:, 1] <= cy + box_h)
+        )
+        return int(inside.sum())
+
+    x0, y0 = min(corners, key=hidden)
     draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill="white", outline=(160, 160, 160))
     for i, name in enumerate(names):
         y = y0 + 6 + 18 * i
