@@ -191,19 +191,32 @@ bn_shapes = st.sampled_from(
 )
 
 
-@settings(max_examples=25)
-@given(seed=seeds, kind_shape=bn_shapes, affine=st.booleans(), training=st.booleans())
+AFFINE_OPTIONS = {
+    "scale and shift": {"affine": True},
+    "scale only": {"affine": True, "bias": False},
+    "none": {"affine": False},
+}
+
+
+@settings(max_examples=30)
+@given(
+    seed=seeds,
+    kind_shape=bn_shapes,
+    affine=st.sampled_from(sorted(AFFINE_OPTIONS)),
+    training=st.booleans(),
+)
 def test_batchnorm_gradcheck_train_and_eval(seed, kind_shape, affine, training):
     kind, shape = kind_shape
     rng = rng_for(seed)
-    layer = kind(shape[1], affine=affine).double()
-    if affine:  # move gamma and beta away from 1 and 0 so that they matter
+    layer = kind(shape[1], **AFFINE_OPTIONS[affine]).double()
+    if layer.weight is not None:  # move gamma and beta away from 1 and 0 so that they matter
         layer.weight.data[...] = rng.uniform(0.5, 1.5, shape[1])
+    if layer.bias is not None:
         layer.bias.data[...] = rng.standard_normal(shape[1])
     layer.running_mean.data[...] = rng.standard_normal(shape[1])
     layer.running_var.data[...] = rng.uniform(0.5, 2.0, shape[1])
     layer.train(training)
-    if affine:
+    if layer.weight is not None:
         check_layer(layer, array(rng, *shape))
     else:
         gradcheck(layer, [tg.Tensor(array(rng, *shape), requires_grad=True)])
@@ -295,7 +308,7 @@ def test_batchnorm_keys_and_repr_match_pytorch():
         "num_batches_tracked",
     ]
     assert repr(layer) == (
-        "BatchNorm2d(8, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
+        "BatchNorm2d(8, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
     )
 
 

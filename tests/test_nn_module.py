@@ -234,7 +234,7 @@ def test_repr_prints_the_tree_as_pytorch_does():
         "Sequential(\n"
         "  (0): Linear(in_features=3, out_features=4, bias=True)\n"
         "  (1): Sequential(\n"
-        "    (0): BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, "
+        "    (0): BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, "
         "track_running_stats=True)\n"
         "    (1): LeakyReLU(negative_slope=0.2)\n"
         "  )\n"

@@ -250,6 +250,7 @@ class _BatchNorm(Module):
     """Normalize each channel by batch statistics (training) or running statistics (eval).
 
     momentum=None keeps a cumulative average instead: factor 1 / num_batches_tracked.
+    affine=True learns a scale (weight) and a shift (bias); bias=False keeps the scale only.
     """
 
     _expected_dims: tuple[int, ...] = ()
@@ -261,16 +262,18 @@ class _BatchNorm(Module):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=backend.DEFAULT_DTYPE))
+        if affine and bias:
             self.bias = Parameter(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer(
                 "running_mean", Tensor(np.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
@@ -321,7 +324,8 @@ class _BatchNorm(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
 

@@ -86,6 +86,11 @@ def binary_cross_entropy_with_logits(
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
+# The floor of p (1 - p) in BCE's gradient: 1e-12 rounded to float32, as PyTorch stores it, so
+# that the gradients at p = 0 or 1 agree with PyTorch's to the last bit.
+_BCE_FLOOR = float(np.float32(1e-12))
+
+
 class BinaryCrossEntropy(Function):
     """-[z log p + (1 - z) log(1 - p)], each log clamped at -100 as PyTorch does.
 
@@ -105,7 +110,7 @@ class BinaryCrossEntropy(Function):
         p, z = self.inputs
         gp = gz = None
         if self.needs_input_grad[0]:
-            gp = gy * (p - z) / maximum(p * (1 - p), 1e-12)
+            gp = gy * (p - z) / maximum(p * (1 - p), _BCE_FLOOR)
         if self.needs_input_grad[1]:
             # log of p clamped at -100 = log(max(p, e^-100)): the same clamp, differentiable
             floor = math.exp(-100.0)
