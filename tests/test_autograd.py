@@ -159,6 +159,15 @@ def test_leaves_never_share_a_gradient_tensor():
     np.testing.assert_array_equal(upstream.numpy(), [1.0, 1.0])
 
 
+def test_gradient_has_the_dtype_of_its_input_when_operands_were_promoted():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)  # float32
+    y = x * np.array([3.0, 4.0])  # a float64 operand: y is float64
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
+
+
 def test_backward_releases_what_each_function_held():
     x = leaf([1.0, 2.0])
     h = x.exp()
@@ -228,6 +237,24 @@ def test_no_grad_decorator_records_no_graph():
     x = leaf([1.0])
     y = evaluate(x)
     assert not y.requires_grad and y.creator is None
+    assert tg.is_grad_enabled()
+
+
+def test_no_grad_decorated_function_that_calls_itself_restores_grad_mode():
+    @tg.no_grad()
+    def countdown(n: int) -> None:
+        assert not tg.is_grad_enabled()
+        if n:
+            countdown(n - 1)
+
+    countdown(3)
+    assert tg.is_grad_enabled()
+
+
+def test_one_no_grad_object_entered_twice_restores_grad_mode():
+    context = tg.no_grad()
+    with context, context:
+        assert not tg.is_grad_enabled()
     assert tg.is_grad_enabled()
 
 

@@ -22,7 +22,7 @@ import operator
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import tinygen as tg
@@ -118,6 +118,9 @@ BINARY = {
 @example(pair=((2, 3), ()), seed=3)
 @example(pair=((0, 3), (3,)), seed=4)
 def test_binary_op_gradients_match_finite_differences(name, pair, seed):
+    event("broadcast" if pair[0] != pair[1] else "same shape")
+    event("a 0-d operand" if () in pair else "no 0-d operand")
+    event("an empty dim" if 0 in pair[0] + pair[1] else "no empty dim")
     fn, first, second = BINARY[name]
     x0 = first(seed, pair[0])
     x1 = second(seed + 7, pair[1])

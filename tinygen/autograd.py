@@ -55,15 +55,18 @@ class set_grad_enabled(contextlib.ContextDecorator):
 
     def __init__(self, mode: bool) -> None:
         self.mode = bool(mode)
+        # A stack, not one saved value: a decorator is one instance entered again by
+        # every call, so a decorated function that calls itself nests its entries.
+        self.previous: list[bool] = []
 
     def __enter__(self) -> None:
         global _grad_enabled
-        self.previous = _grad_enabled
+        self.previous.append(_grad_enabled)
         _grad_enabled = self.mode
 
     def __exit__(self, *exc_info: Any) -> None:
         global _grad_enabled
-        _grad_enabled = self.previous
+        _grad_enabled = self.previous.pop()
 
 
 class no_grad(set_grad_enabled):
@@ -540,6 +543,10 @@ def run_backward(
                         f"{type(fn).__name__}.backward returned a gradient of shape "
                         f"{gx.shape} for an input of shape {x.shape}"
                     )
+                if gx.dtype != x.dtype:
+                    # A float64 operand promotes a float32 input's result, and with it the
+                    # gradient; a gradient always has its input's dtype (as in PyTorch).
+                    gx = gx.to(x.dtype)
                 if x.creator is None:
                     deliver(x, gx)
                 else:

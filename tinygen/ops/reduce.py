@@ -136,6 +136,10 @@ class LogSumExp(Function):
         self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
+        if any(x.shape[a] == 0 for a in self.axes):
+            raise ValueError(
+                f"logsumexp: cannot reduce over an empty axis of shape {tuple(x.shape)}"
+            )
         xp = get_array_module(x)
         m = x.max(axis=self.axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf along an axis: keep the -inf result
