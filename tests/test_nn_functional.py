@@ -381,3 +381,21 @@ def test_dropout_functional_obeys_training_flag():
     assert F.dropout(x, 0.5, training=False) is x
     with pytest.raises(ValueError, match="p must be in"):
         F.dropout(x, -0.1)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        F.binary_cross_entropy_with_logits,
+        lambda x, z: F.binary_cross_entropy(F.sigmoid(x), z),
+        F.mse_loss,
+        F.l1_loss,
+        lambda x, z: F.cross_entropy(x, z / z.sum(axis=1, keepdims=True)),
+        lambda x, z: F.cross_entropy(x, np.array([0, 2]), weight=np.ones(3)),
+        lambda x, z: F.gaussian_kl(x, z),
+    ],
+)
+def test_losses_keep_the_input_dtype_for_float64_or_integer_targets(loss):
+    x = tg.Tensor(np.array([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]], dtype=np.float32))
+    assert loss(x, np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.5]])).dtype == np.float32
+    assert loss(x, np.array([[1, 0, 1], [0, 1, 1]])).dtype == np.float32

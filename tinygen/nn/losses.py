@@ -20,7 +20,7 @@ import numpy as np
 
 from tinygen import backend
 from tinygen.autograd import Function, Tensor, as_tensor
-from tinygen.ops.elementwise import abs, clip, exp, log, maximum, softplus
+from tinygen.ops.elementwise import abs, cast, clip, exp, log, maximum, softplus
 from tinygen.ops.reduce import logsumexp, mean, sum
 from tinygen.ops.shape import getitem, permute, reshape
 
@@ -43,6 +43,13 @@ def _same_shape(name: str, input: Tensor, target: Tensor) -> None:
             f"{name}: target shape {target.shape} differs from input shape {input.shape}; "
             "they must be equal"
         )
+
+
+def _like(value: Any, x: Tensor) -> Tensor:
+    """A target or weight as a tensor in x's dtype (a float64 NumPy target must not turn a
+    float32 loss into float64; 0/1 integer labels become floats)."""
+    value = as_tensor(value, like=x)
+    return value if value.dtype == x.dtype else cast(value, x.dtype)
 
 
 def _check_reduction(reduction: str, name: str) -> None:
@@ -78,11 +85,11 @@ def binary_cross_entropy_with_logits(
             "loss with reduction='none' instead"
         )
     x = as_tensor(input)
-    z = as_tensor(target, like=x)
+    z = _like(target, x)
     _same_shape("binary_cross_entropy_with_logits", x, z)
     loss = softplus(x) - x * z  # softplus(x) = max(x, 0) + log1p(e^-|x|)
     if weight is not None:
-        loss = loss * as_tensor(weight, like=x)
+        loss = loss * _like(weight, x)
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
@@ -128,7 +135,7 @@ def binary_cross_entropy(
     """
     _check_reduction(reduction, "binary_cross_entropy")
     p = as_tensor(input)
-    z = as_tensor(target, like=p)
+    z = _like(target, p)
     _same_shape("binary_cross_entropy", p, z)
     xp = backend.get_array_module(p.data)
     if p.size and not bool(((p.data >= 0) & (p.data <= 1)).all()):
@@ -139,7 +146,7 @@ def binary_cross_entropy(
         )
     loss = BinaryCrossEntropy()(p, z)
     if weight is not None:
-        loss = loss * as_tensor(weight, like=p)
+        loss = loss * _like(weight, p)
     return _reduce(loss, reduction, "binary_cross_entropy")
 
 
@@ -152,7 +159,7 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Squared error (x - z)^2."""
     _check_reduction(reduction, "mse_loss")
     x = as_tensor(input)
-    z = as_tensor(target, like=x)
+    z = _like(target, x)
     _same_shape("mse_loss", x, z)
     diff = x - z
     return _reduce(diff * diff, reduction, "mse_loss")
@@ -162,7 +169,7 @@ def l1_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Absolute error |x - z| (its gradient at x = z is taken as 0)."""
     _check_reduction(reduction, "l1_loss")
     x = as_tensor(input)
-    z = as_tensor(target, like=x)
+    z = _like(target, x)
     _same_shape("l1_loss", x, z)
     return _reduce(abs(x - z), reduction, "l1_loss")
 
@@ -215,7 +222,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, reduction: str = "m
     cols = backend.to_device(host_t, logp.device)
     loss = -getitem(flat, (rows, cols))  # (K,)
     if weight is not None:
-        w = as_tensor(weight, like=logp)
+        w = _like(weight, logp)
         if w.shape != (C,):
             raise ValueError(f"nll_loss: weight must have shape ({C},), got {w.shape}")
         w_t = Tensor(w.data[cols])  # (K,) the weight of each target's class
@@ -247,7 +254,7 @@ def cross_entropy(
             raise NotImplementedError(
                 "cross_entropy: class weights with probability targets are not supported"
             )
-        t = as_tensor(t, like=x)
+        t = _like(t, x)
         _same_shape("cross_entropy", x, t)
         loss = -sum(t * logp, class_axis)
         return _reduce(loss, reduction, "cross_entropy")
@@ -269,7 +276,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, reduction: str = "mean") -> Tensor:
     """
     _check_reduction(reduction, "gaussian_kl")
     mu = as_tensor(mu)
-    logvar = as_tensor(logvar, like=mu)
+    logvar = _like(logvar, mu)
     _same_shape("gaussian_kl", mu, logvar)
     if mu.ndim < 2:
         raise ValueError(
