@@ -237,3 +237,34 @@ def test_values_a_checkpoint_cannot_hold_are_refused(tmp_path):
     with pytest.raises(ValueError, match="may not contain '/'"):
         checkpoint.save(tmp_path / "c.npz", **{"a/b": 1})
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_a_gpu_checkpoint_loads_on_the_cpu_and_back(tmp_path):
+    from tinygen import backend
+
+    if not backend.gpu_available():
+        pytest.skip(f"no GPU: {backend.cupy_unavailable_reason()}")
+    model, opt = trained()  # Adam's state lives on the CPU ...
+    model.to("cuda")  # ... until the next step, which moves it beside its parameter
+    opt.zero_grad()
+    model(tg.randn(16, 4, dtype=np.float64, device="cuda")).sum().backward()
+    opt.step()
+    assert all(
+        backend.device_of(v) == "cuda" for s in opt.state.values() for v in s.values()
+        if hasattr(v, "shape")
+    )  # fmt: skip
+    path = tmp_path / "gpu.npz"
+    checkpoint.save(path, model=model, opt=opt)
+    cpu_model = make_model().double()
+    checkpoint.load(path, model=cpu_model)
+    for (key, a), b in zip(model.state_dict().items(), cpu_model.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
+    gpu_model = make_model().double().to("cuda")
+    gpu_opt = optim.Adam(gpu_model.parameters(), lr=1e-2, amsgrad=True)
+    checkpoint.load(path, model=gpu_model, opt=gpu_opt)
+    assert all(p.device == "cuda" for p in gpu_model.parameters())
+    assert all(
+        backend.device_of(v) == "cuda" for s in gpu_opt.state.values() for v in s.values()
+        if hasattr(v, "shape")
+    )  # fmt: skip

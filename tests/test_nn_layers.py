@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygen as tg
-from tinygen import gradcheck, gradgradcheck, nn
+from tinygen import backend, gradcheck, gradgradcheck, nn
 from tinygen.nn import functional_call
 
 seeds = st.integers(0, 2**32 - 1)
@@ -431,3 +431,51 @@ def test_default_initialization_is_uniform_within_one_over_sqrt_fan_in(make, fan
         # U(-b, b) has variance b^2 / 3; the sample variance's sd is about b^2 * 0.3 / sqrt(n)
         n = values.size
         assert abs(values.var() - bound**2 / 3) < 5 * bound**2 * 0.3 / math.sqrt(n)
+
+
+# ---------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_layers_on_the_gpu_match_the_cpu():
+    if not backend.gpu_available():
+        pytest.skip(f"no GPU: {backend.cupy_unavailable_reason()}")
+
+    def build():
+        return nn.Sequential(
+            nn.ConvTranspose2d(6, 4, 4, 2, 1, bias=False),  # (N, 4, 6, 6)
+            nn.BatchNorm2d(4),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4, 2, 3, 1, 1),  # (N, 2, 6, 6)
+            nn.Flatten(),
+            nn.Linear(72, 3),
+            nn.BatchNorm1d(3),
+            nn.Sigmoid(),
+        ).double()
+
+    tg.manual_seed(0)
+    cpu, gpu = build(), build()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    x = rng_for(0).standard_normal((4, 6, 3, 3))
+    for mode in (True, False):
+        cpu.train(mode)
+        gpu.train(mode)
+        xc = tg.Tensor(x, requires_grad=True)
+        xg = tg.Tensor(x, requires_grad=True).to("cuda")
+        yc, yg = cpu(xc), gpu(xg)
+        assert yg.device == "cuda"
+        np.testing.assert_allclose(yg.numpy(), yc.numpy(), rtol=1e-10, atol=1e-12)
+        yc.sum().backward()
+        yg.sum().backward()
+        for (name, pc), pg in zip(cpu.named_parameters(), gpu.parameters()):
+            np.testing.assert_allclose(pg.grad.numpy(), pc.grad.numpy(), rtol=1e-9, err_msg=name)
+        cpu.zero_grad()
+        gpu.zero_grad()
+    for (name, bc), bg in zip(cpu.named_buffers(), gpu.buffers()):
+        np.testing.assert_allclose(bg.numpy(), bc.numpy(), rtol=1e-12, err_msg=name)
+    tg.manual_seed(1)
+    kept = nn.Dropout(0.5)(tg.ones(1000, device="cuda"))
+    assert kept.device == "cuda" and 300 < int((kept.numpy() != 0).sum()) < 700

@@ -162,6 +162,16 @@ def test_zero_grad_clears_or_zeroes():
     assert p.grad is None
 
 
+def test_steps_continue_after_the_parameter_array_is_replaced():
+    p = Parameter(np.array([1.0, 2.0]))
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = tg.Tensor(np.array([1.0, 1.0]))
+    opt.step()
+    p.data = p.data.copy()  # what Module.to does: a new array under the same Parameter
+    opt.step()
+    np.testing.assert_allclose(p.numpy(), [0.8, 1.8], rtol=1e-6)
+
+
 def test_training_a_regression_converges():
     tg.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -249,3 +259,28 @@ def test_bad_hyperparameters_and_parameter_lists_raise():
         optim.SGD([p * 2], lr=0.1)
     with pytest.raises(TypeError, match="must be Tensors"):
         optim.SGD([np.ones(2)], lr=0.1)
+
+
+@pytest.mark.gpu
+def test_adam_and_sgd_on_the_gpu_follow_the_cpu_trajectory():
+    from tinygen import backend
+
+    if not backend.gpu_available():
+        pytest.skip(f"no GPU: {backend.cupy_unavailable_reason()}")
+    makers = [
+        lambda ps: optim.Adam(ps, lr=0.01, amsgrad=True),
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9),
+    ]
+    for make in makers:
+        p_cpu = Parameter(np.array([0.3, -1.2, 2.0]))
+        p_gpu = Parameter(backend.to_device(np.array([0.3, -1.2, 2.0]), "cuda"))
+        opt_cpu, opt_gpu = make([p_cpu]), make([p_gpu])
+        for t in range(10):
+            p_cpu.grad = tg.Tensor(gradient_at(p_cpu.numpy(), t))
+            p_gpu.grad = tg.Tensor(gradient_at(p_gpu.numpy(), t)).to("cuda")
+            opt_cpu.step()
+            opt_gpu.step()
+        assert p_gpu.device == "cuda"
+        np.testing.assert_allclose(p_gpu.numpy(), p_cpu.numpy(), rtol=1e-12)
+        state = opt_gpu.state_dict()["state"][0]
+        assert all(isinstance(v, np.ndarray) for v in state.values() if hasattr(v, "shape"))

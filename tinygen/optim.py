@@ -66,11 +66,18 @@ class Optimizer:
                     p.grad.zero_()
 
     def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
+                    if p.grad is None:
+                        continue
+                    state = self.state.setdefault(id(p), {})
+                    for key, value in state.items():
+                        # model.to(device) after some steps: the state follows its parameter
+                        if hasattr(value, "shape") and backend.device_of(value) != p.device:
+                            state[key] = backend.to_device(value, p.device)
+                    self._update(p, p.grad.data, group, state)
 
     def _update(self, p: Tensor, g: Any, group: dict[str, Any], state: dict[str, Any]) -> None:
         raise NotImplementedError
