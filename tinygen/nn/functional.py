@@ -3,9 +3,9 @@
 A layer (tinygen.nn.Linear, BatchNorm2d, ...) holds weights and options and
 calls one of these. Here live the ones that are more than a single
 operation: `linear`, `batch_norm` (a fused Function, the one with the most
-arithmetic in its backward), `dropout`, `softmax`/`log_softmax`; the
-activations and convolutions come from tinygen.ops, and the losses from
-tinygen.nn.losses.
+arithmetic in its backward), `dropout`, `softmax`/`log_softmax`. The
+activations and the convolutions (conv2d, conv_transpose2d) are tinygen.ops'
+own, re-exported, and the losses come from tinygen.nn.losses.
 
 Notation for batch normalization: an input (N, C, *) with M = N * (product
 of the trailing dims) values per channel c; statistics are taken per channel
@@ -13,8 +13,6 @@ over the other axes.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from tinygen import backend
 from tinygen.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad
@@ -27,6 +25,7 @@ from tinygen.nn.losses import (
     mse_loss,
     nll_loss,
 )
+from tinygen.ops.conv import conv2d, conv_transpose2d
 from tinygen.ops.elementwise import exp, leaky_relu, log_sigmoid, relu, sigmoid, softplus, tanh
 from tinygen.ops.reduce import logsumexp, mean, sum
 from tinygen.ops.shape import reshape
@@ -53,59 +52,6 @@ __all__ = [
     "softplus",
     "tanh",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Convolutions (they live in tinygen.ops.conv; imported when first called)
-# ---------------------------------------------------------------------------
-
-
-def conv2d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    groups: int = 1,
-) -> Tensor:
-    """2-D convolution, (N, C, H, W) * (C_out, C/groups, KH, KW) -> (N, C_out, OH, OW).
-
-    See tinygen.ops.conv.conv2d, which this calls.
-    """
-    from tinygen.ops.conv import conv2d as conv2d_op
-
-    return conv2d_op(x, weight, bias, stride, padding, dilation, groups)
-
-
-def conv_transpose2d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
-    groups: int = 1,
-    dilation: Any = 1,
-    output_size: Any = None,
-) -> Tensor:
-    """Transposed 2-D convolution, (N, C, H, W) * (C, C_out/groups, KH, KW) -> (N, C_out, OH, OW).
-
-    See tinygen.ops.conv.conv_transpose2d, which this calls.
-    """
-    from tinygen.ops.conv import conv_transpose2d as conv_transpose2d_op
-
-    return conv_transpose2d_op(
-        x,
-        weight,
-        bias,
-        stride,
-        padding,
-        output_padding,
-        groups,
-        dilation,
-        output_size=output_size,
-    )
 
 
 # ---------------------------------------------------------------------------
