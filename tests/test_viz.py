@@ -207,6 +207,16 @@ def test_graph_text_tree_lists_ops_from_output_to_leaves():
     assert sum("[leaf, requires grad]" in line for line in lines) == 3
 
 
+def test_draw_graph_handles_a_deep_chain():
+    x = tg.tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(3000):
+        y = y * 1.0
+    text = viz.draw_graph(y)
+    assert text.count('label="Mul"') == 3000
+    assert len(re.findall(r"f\d+ -> t\d+;", text)) == 3000
+
+
 def test_graph_text_tree_handles_a_deep_chain_without_recursion():
     x = tg.tensor([1.0], requires_grad=True)
     y = x

@@ -572,8 +572,10 @@ def _walk_graph(
         return t_key[id(t)]
 
     edges: list[tuple[str, str]] = []
+    made: set[int] = set()  # tensors whose Function -> tensor edge is listed
     if root.creator is not None:
         edges.append((fn_key[id(root.creator)], key_of(root)))
+        made.add(id(root))
     else:
         key_of(root)
     for fn in order:
@@ -584,10 +586,9 @@ def _walk_graph(
             )
         for x in fn.inputs:
             edges.append((key_of(x), fn_key[id(fn)]))
-            if x.creator is not None:
-                edge = (fn_key[id(x.creator)], key_of(x))
-                if edge not in edges:
-                    edges.append(edge)
+            if x.creator is not None and id(x) not in made:
+                edges.append((fn_key[id(x.creator)], key_of(x)))
+                made.add(id(x))
     return functions, tensors, edges
 
 
