@@ -489,6 +489,17 @@ def test_item_len_and_bool_of_the_wrong_size_raise():
     assert bool(tg.tensor([1.0]))
 
 
+def test_numpy_conversions_give_the_values():
+    t = tg.tensor([1.5, 2.5], requires_grad=True)
+    array = np.asarray(t)
+    assert array.dtype == np.float32 and array.tolist() == [1.5, 2.5]
+    assert np.array(t, dtype=np.float64).dtype == np.float64
+    assert float(t[0]) == 1.5 and int(t[1]) == 2
+    assert tg.tensor([t[0], t[1]]).tolist() == [1.5, 2.5]
+    with pytest.raises(ValueError, match="item: only a one-element tensor"):
+        float(t)
+
+
 def test_tensors_are_hashable_by_identity():
     a, b = tg.tensor([1.0]), tg.tensor([1.0])
     assert len({a, b}) == 2 and {a: 1}[a] == 1

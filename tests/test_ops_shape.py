@@ -157,6 +157,12 @@ def test_broadcast_to_a_shape_that_does_not_fit_names_both_shapes():
         tg.broadcast_to(tg.zeros(3), (4,))
 
 
+@pytest.mark.parametrize("sizes", [(-1, -1, 3), (3,)])
+def test_expand_with_minus_one_in_a_new_dim_or_fewer_dims_is_rejected(sizes):
+    with pytest.raises(ValueError, match=r"expand: cannot expand shape \(2, 3\)"):
+        tg.zeros(2, 3).expand(*sizes)
+
+
 def test_sum_to_a_shape_that_does_not_broadcast_names_both_shapes():
     with pytest.raises(ValueError, match=r"sum_to: shape \(2,\) does not broadcast to \(4, 3\)"):
         tg.sum_to(tg.zeros(4, 3), (2,))

@@ -190,6 +190,20 @@ class Tensor:
         """The values as a NumPy array (copied from the GPU when the tensor lives there)."""
         return backend.to_device(self.data, "cpu")
 
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """np.asarray(t) gives the values (without this, NumPy would build an object
+        array of one-element Tensors through __len__ and __getitem__)."""
+        array = self.numpy()
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
     def tolist(self) -> Any:
         return self.numpy().tolist()
 

@@ -193,7 +193,12 @@ def expand(x, *shape) -> Tensor:
     """broadcast_to, where -1 keeps a dimension's size (as torch's expand)."""
     x = as_tensor(x)
     shape = _shape_arg(shape)
-    lead = len(shape) - x.ndim
+    lead = len(shape) - x.ndim  # new leading dims, which have no size to keep
+    if lead < 0 or -1 in shape[:lead]:
+        raise ValueError(
+            f"expand: cannot expand shape {x.shape} to {shape}: -1 keeps an existing dim's "
+            "size, and the new leading dims need explicit sizes"
+        )
     shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
     return broadcast_to(x, shape)
 
