@@ -111,15 +111,17 @@ class BatchNormTrain(Function):
         axes = _channel_axes(x.ndim)
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # gamma, beta broadcast as (1, C, 1, ...)
         mean = x.mean(axis=axes, keepdims=True)  # (1, C, 1, ...)
-        centered = x - mean
-        var = (centered * centered).mean(axis=axes, keepdims=True)  # (1, C, 1, ...)
+        xhat = x - mean
+        var = (xhat * xhat).mean(axis=axes, keepdims=True)  # (1, C, 1, ...)
         invstd = 1.0 / xp.sqrt(var + self.eps)
-        xhat = centered * invstd
+        xhat *= invstd  # (x - mean) / sqrt(var + eps), in place: one array fewer
+        y = xhat * gamma.reshape(shape)
+        y += beta.reshape(shape)
 
         self.save_for_backward(xhat, invstd)
         self.batch_mean, self.batch_var = mean.reshape(-1), var.reshape(-1)  # (C,)
 
-        return xhat * gamma.reshape(shape) + beta.reshape(shape)
+        return y
 
     def backward(self, gy):
         x, gamma, _ = self.inputs
