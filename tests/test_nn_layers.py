@@ -131,6 +131,20 @@ def test_conv_transpose2d_gradcheck_input_weight_bias(seed, stride, padding, gro
     check_layer(layer, array(rng, 2, 2, 3, 4))
 
 
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Linear(3, 2), (2, 3)),
+        (lambda: nn.Conv2d(2, 2, 3, stride=2, padding=1), (1, 2, 4, 4)),
+        (lambda: nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1), (1, 2, 2, 3)),
+    ],
+)
+def test_linear_and_conv_layers_second_derivative(make, shape):
+    """Gradients of gradients (a WGAN-GP gradient penalty needs them) through the layers."""
+    tg.manual_seed(0)
+    check_layer(make(), array(rng_for(1), *shape), second_order=True)
+
+
 def test_conv_transpose2d_output_size_picks_the_output_padding():
     layer = nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1)
     x = tg.randn(1, 3, 7, 7)
