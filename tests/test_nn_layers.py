@@ -308,8 +308,10 @@ def test_batchnorm_errors_name_the_problem():
         nn.BatchNorm2d(4)(tg.randn(2, 3, 2, 2))
     with pytest.raises(ValueError, match="4-D input"):
         nn.BatchNorm2d(3)(tg.randn(2, 3))
+    layer = nn.BatchNorm1d(3)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        nn.BatchNorm1d(3)(tg.randn(1, 3))
+        layer(tg.randn(1, 3))
+    assert layer.num_batches_tracked.item() == 0
 
 
 def test_batchnorm_keys_and_repr_match_pytorch():

@@ -305,12 +305,11 @@ class _BatchNorm(Module):
                 f"but the layer was built for {self.num_features}"
             )
         use_batch_stats = self.training or not self.track_running_stats
+        updates = self.training and self.track_running_stats
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.data[...] += 1
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.data)
-        return F.batch_norm(
+        if updates and self.momentum is None:  # cumulative moving average over the batches
+            factor = 1.0 / (float(self.num_batches_tracked.data) + 1)
+        y = F.batch_norm(
             x,
             self.running_mean,  # None without track_running_stats
             self.running_var,
@@ -320,6 +319,9 @@ class _BatchNorm(Module):
             momentum=factor,
             eps=self.eps,
         )
+        if updates:  # counted after the call, so a rejected input leaves no trace
+            self.num_batches_tracked.data[...] += 1
+        return y
 
     def extra_repr(self) -> str:
         return (
