@@ -4,7 +4,8 @@ Same arguments, same column layout and same results (to the last bit in
 float64) as reference.py, whose docstring holds the notation and the index
 convention. Each kernel is compiled twice from one Python body: a parallel
 version (`parallel=True`, `prange` over independent rows or planes) and a
-serial one, and `im2col`/`col2im` below pick between them by size.
+serial one; `im2col`/`col2im` below take `parallel=True/False`, and without
+it follow PARALLEL_MIN_ELEMENTS (serial by default, for the reason given there).
 
 No two threads ever write the same element:
 
@@ -29,6 +30,7 @@ chooses another folder.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -38,10 +40,15 @@ from numba import prange, uint64
 
 from tinygen.kernels.reference import Pair, conv_output_size
 
-# Below this many column elements the serial kernel is used: starting the
-# thread pool costs more than it saves (measured by benchmarks/conv.py
-# --kernels; see the report there).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# im2col/col2im called without `parallel=` use the threaded kernel only for at least
+# this many column entries. The default, never, is a measured choice: inside a
+# convolution the BLAS call already runs on every core, and Numba's OpenMP workers,
+# spin-waiting between calls, then fight BLAS's threads for the same two cores. Seen on
+# the shared 2-core machine: a serial im2col of 0.5 ms took 20-24 ms once Numba's pool
+# had started with 2 threads, and 0.6-3 ms with OMP_WAIT_POLICY=passive. The copy is
+# bound by memory, so one core does it nearly as fast. benchmarks/conv.py prints both
+# kernels for every layer; on a machine where BLAS is not busy, set e.g. 1 << 16.
+PARALLEL_MIN_ELEMENTS = sys.maxsize
 
 CACHE_ERROR: str | None = None  # why on-disk caching is off, or None when it is on
 
