@@ -349,6 +349,15 @@ def test_comparison_operator_gives_a_boolean_tensor(symbol, other, tensor_side):
     np.testing.assert_array_equal(y.numpy(), expected)
 
 
+@pytest.mark.parametrize("other", [None, "2", object()])
+def test_operand_that_is_not_a_number_is_rejected_not_turned_into_nan(other):
+    t = tg.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match=f"got {type(other).__name__}"):
+        t + other
+    with pytest.raises(TypeError, match=f"got {type(other).__name__}"):
+        other * t
+
+
 def test_unary_operators_neg_pos_abs():
     values = np.array([-1.5, 0.5, 2.0])
     t = tg.tensor(values, requires_grad=True)

@@ -32,6 +32,7 @@ imported, so that nothing here imports upward.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -310,6 +311,11 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     if isinstance(value, Tensor):
         return value
     if like is not None and np.ndim(value) == 0 and not hasattr(value, "shape"):
+        if not isinstance(value, numbers.Number):  # None would become NaN below
+            raise TypeError(
+                f"expected a number, an array or a Tensor beside a tensor, "
+                f"got {type(value).__name__}: {value!r}"
+            )
         value = value.item() if isinstance(value, np.generic) else value
         dtype = np.result_type(like.dtype, value)
         xp = backend.get_array_module(like.data)
