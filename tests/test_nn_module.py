@@ -307,3 +307,17 @@ def test_functional_call_swaps_parameters_for_one_call_only():
 def test_module_without_forward_says_so():
     with pytest.raises(NotImplementedError, match="forward"):
         Module()(tg.zeros(1))
+
+
+def test_deepcopy_gives_an_independent_module():
+    """copy.deepcopy(model), e.g. for an averaged copy of a generator, shares no array."""
+    import copy
+
+    net = Net()
+    clone = copy.deepcopy(net)
+    assert repr(clone) == repr(net)
+    assert clone.body[0].weight is not net.body[0].weight
+    np.testing.assert_array_equal(clone.body[0].weight.numpy(), net.body[0].weight.numpy())
+    clone.body[0].weight.data[...] = 0.0
+    assert net.body[0].weight.numpy().any()
+    assert isinstance(clone.body[0].weight, Parameter)
