@@ -8,6 +8,9 @@ What they prove:
 - every operator (`+ - * / ** @`, the reflected ones, unary and comparison
   operators) works with Python and NumPy scalars and arrays on either side,
   gives a Tensor, keeps the tensor's dtype, and differentiates correctly;
+- in float32 each operation keeps float32 and agrees with float64 to float32
+  accuracy (rtol 1e-5), values and gradients;
+- a non-number beside a tensor (None, a string) raises instead of becoming NaN;
 - ties of maximum/minimum split the gradient evenly;
 - sigmoid, softplus and log_sigmoid stay finite at +-1000.
 
@@ -169,6 +172,32 @@ UNARY = {
 def test_unary_op_gradients_match_finite_differences(name, shape, seed):
     fn, values = UNARY[name]
     check_both(fn, [values(seed, shape)])
+
+
+def _float32_against_float64(fn, arrays) -> None:
+    """fn in float32 keeps float32 and agrees with fn in float64 to float32 accuracy."""
+    results = {}
+    for dtype in (np.float32, np.float64):
+        xs = [tg.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+        y = fn(*xs)
+        assert y.dtype == dtype, f"{dtype.__name__} inputs gave a {y.dtype} output"
+        y.backward(tg.tensor(np.linspace(-1.0, 1.0, y.size).reshape(y.shape).astype(dtype)))
+        results[dtype] = [y.numpy()] + [x.grad.numpy() for x in xs]
+    for low, high in zip(results[np.float32], results[np.float64]):
+        assert low.dtype == np.float32
+        np.testing.assert_allclose(low, high, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_op_in_float32_stays_float32_and_matches_float64(name):
+    fn, values = UNARY[name]
+    _float32_against_float64(fn, [values(0, (3, 4))])
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_op_in_float32_stays_float32_and_matches_float64(name):
+    fn, first, second = BINARY[name]
+    _float32_against_float64(fn, [first(0, (4, 3)), second(1, (3,))])
 
 
 @given(pair=broadcast_pairs(), seed=seeds)

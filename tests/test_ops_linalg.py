@@ -3,6 +3,7 @@
 What they prove: matmul equals NumPy's for matrices, batches that broadcast
 ((2, n, k) @ (k, m), (2, 1, n, k) @ (3, k, m)), and vectors on either side;
 its backward and double backward agree with central differences in float64;
+in float32 it stays float32 and agrees with float64;
 shapes that do not multiply raise an error that names matmul and both shapes.
 """
 
@@ -63,6 +64,26 @@ def test_matmul_gradients_are_the_textbook_formulas():
     (x @ w).backward(tg.tensor(gy))
     np.testing.assert_allclose(x.grad.numpy(), gy @ w.numpy().T)  # dL/dX = dL/dY W^T
     np.testing.assert_allclose(w.grad.numpy(), x.numpy().T @ gy)  # dL/dW = X^T dL/dY
+
+
+def test_matmul_in_float32_stays_float32_and_matches_float64():
+    rng = np.random.default_rng(0)
+    x, w, gy = (
+        rng.standard_normal((2, 3, 4)),
+        rng.standard_normal((4, 5)),
+        rng.standard_normal((2, 3, 5)),
+    )
+    results = {}
+    for dtype in (np.float32, np.float64):
+        xt = tg.tensor(x.astype(dtype), requires_grad=True)
+        wt = tg.tensor(w.astype(dtype), requires_grad=True)
+        y = xt @ wt
+        assert y.dtype == dtype
+        y.backward(tg.tensor(gy.astype(dtype)))
+        results[dtype] = (y.numpy(), xt.grad.numpy(), wt.grad.numpy())
+    for low, high in zip(results[np.float32], results[np.float64]):
+        assert low.dtype == np.float32
+        np.testing.assert_allclose(low, high, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

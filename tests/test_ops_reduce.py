@@ -6,7 +6,7 @@ What they prove:
   (None, an int, a negative int, a tuple, the empty tuple) and keepdims;
 - sum over an empty dimension is legal and gives zeros; mean, max and min of
   nothing raise;
-- values equal NumPy's;
+- values equal NumPy's; in float32 they stay float32 and agree with float64;
 - max and min split the gradient evenly among tied elements;
 - logsumexp is stable at +-1000 and gives -inf for an all -inf row.
 
@@ -101,6 +101,23 @@ def test_reduction_gradients_match_finite_differences(name, case, seed):
     )
     assert gradcheck(lambda x: fn(x, axis, keepdims), [x])
     assert gradgradcheck(lambda x: fn(x, axis, keepdims), [x])
+
+
+@pytest.mark.parametrize("name", [*REDUCTIONS, "var"])
+@pytest.mark.parametrize("axis", [None, 1])
+def test_reduction_in_float32_stays_float32_and_matches_float64(name, axis):
+    fn = tg.var if name == "var" else REDUCTIONS[name][0]
+    values = distinct(0, (3, 4))
+    results = {}
+    for dtype in (np.float32, np.float64):
+        x = tg.tensor(values.astype(dtype), requires_grad=True)
+        y = fn(x, axis)
+        assert y.dtype == dtype
+        (y * tg.tensor(np.arange(1.0, y.size + 1).reshape(y.shape).astype(dtype))).sum().backward()
+        results[dtype] = (y.numpy(), x.grad.numpy())
+    for low, high in zip(results[np.float32], results[np.float64]):
+        assert low.dtype == np.float32
+        np.testing.assert_allclose(low, high, rtol=1e-5, atol=1e-6)
 
 
 @given(case=shapes_and_axes(), seed=seeds, correction=st.sampled_from([0, 1]))
