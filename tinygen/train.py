@@ -243,7 +243,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     bar. The summary holds the last step's statistics and, per epoch, the images/s.
     Raises FileNotFoundError (from load_dataset) when the dataset's files are missing.
     """
-    from tqdm.auto import tqdm  # imported here: only the loop needs it
+    from tqdm import tqdm  # imported here: only the loop needs it
 
     out = Path(config.out)
     data = load_dataset(
@@ -287,8 +287,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         for epoch in range(start_epoch, config.epochs):
             for module in trainer.modules().values():
                 module.train()
+            # The bar only counts: the loop iterates the loader itself, because tqdm may call
+            # iter() on what it wraps more than once, and each iter() draws a shuffle.
             bar = tqdm(
-                loader,
                 total=len(loader),
                 desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
                 unit="batch",
@@ -296,7 +297,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                 leave=True,
             )
             epoch_start, seen = time.perf_counter(), 0
-            for images, _ in bar:  # the shuffle order is drawn here, at iter()
+            for images, _ in loader:  # the shuffle order is drawn here, at iter()
                 tic = time.perf_counter()
                 x = tg.tensor(images).to(config.device)  # (B, 1, 28, 28)
                 stats = trainer.step(x, step)
@@ -313,6 +314,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                     )
                 rate = seen / (time.perf_counter() - epoch_start)
                 bar.set_postfix_str(f"{rate:.0f} img/s {trainer.postfix(stats)}", refresh=False)
+                bar.update(1)
+            bar.close()
             metrics.flush()
             elapsed = time.perf_counter() - epoch_start
             throughput.append({"epoch": epoch + 1, "images_per_s": seen / elapsed})
