@@ -25,7 +25,13 @@ other, so gradients of gradients need nothing new:
         gx = ConvTranspose2d(gy, ggW)    ggy = Conv2d(x, ggW)
 
 (ggW is the gradient arriving at gW.) Every Function here has the conv2d
-geometry: `hw` is always the (H, W) of conv2d's input, the large side.
+geometry: `hw` is always the (H, W) of conv2d's input, the large side. The
+bias gradient is gy summed over N, OH and OW.
+
+Small layers keep the im2col columns of x from the forward pass for the weight
+gradient, and a transposed convolution's backward makes the columns of gy once
+for both its gradients (see KEEP_COLUMNS_BYTES in conv_arrays.py); larger
+layers recompute them in chunks.
 """
 
 from __future__ import annotations
