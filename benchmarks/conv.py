@@ -15,9 +15,12 @@ batch 64, and the generic shapes of issue 3), in float32:
 - the bytes of the column buffer (per batch chunk, and for the whole batch);
 - the same layer in PyTorch, when torch is installed, timed interleaved with
   tinygen (one run of each in turn, so both see the same machine load), and
-  the ratio tinygen / torch (below 1: tinygen is faster);
+  the ratio tinygen / torch (below 1: tinygen is faster), of the medians and
+  ("r.min") of the fastest runs, which other processes on a shared machine
+  disturb least;
 - the same layer with the NumPy reference kernels (TINYGEN_KERNELS=reference),
-  interleaved too, to show what the Numba kernels earn;
+  interleaved too, to show what the Numba kernels earn (nothing on the 1x1 and
+  whole-input layers, which need no im2col);
 - im2col and col2im alone: reference, Numba serial, Numba parallel;
 - Numba's compile time, apart: cold (an empty cache, in a fresh process) and
   the in-process warm-up (loading the cache).
@@ -380,6 +383,11 @@ def run_table(
             entry = {"timings": timings, "gflop_per_s": gflops, "fraction_of_peak": gflops / peak}
             if torch is not None:
                 entry["ratio_vs_torch"] = ours / timings["torch"][clock_name]["median_ms"]
+                # the ratio of the fastest runs: steadier when other processes load the machine
+                entry["ratio_vs_torch_of_min"] = (
+                    timings["tinygen"][clock_name]["min_ms"]
+                    / timings["torch"][clock_name]["min_ms"]
+                )
             if with_reference:
                 entry["ratio_vs_reference"] = ours / timings["reference"][clock_name]["median_ms"]
             row[mode] = entry
@@ -405,7 +413,8 @@ def _with_reference_kernels(fn):
 
 HEADER = (
     f"{'layer':44s} {'fwd ms':>7s} {'torch':>7s} {'ratio':>5s} | {'fwd+bwd ms [min-max]':>22s} "
-    f"{'torch':>7s} {'ratio':>5s} {'GF/s':>6s} {'%peak':>5s} {'ref ms':>7s} {'/ref':>5s} "
+    f"{'torch':>7s} {'ratio':>5s} {'r.min':>5s} {'GF/s':>6s} {'%peak':>5s} {'ref ms':>7s} "
+    f"{'/ref':>5s} "
     f"{'col KiB chunk/batch':>19s}"
 )
 
@@ -433,6 +442,7 @@ def _format_row(row: dict, clock_name: str) -> str:
     return (
         f"{row['layer'][:44]:44s} {ms(f, 'tinygen')} {ms(f, 'torch')} {ratio(f, 'ratio_vs_torch')}"
         f" | {spread:>22s} {ms(fb, 'torch')} {ratio(fb, 'ratio_vs_torch')} "
+        f"{ratio(fb, 'ratio_vs_torch_of_min')} "
         f"{fb['gflop_per_s']:6.1f} {100 * fb['fraction_of_peak']:5.1f} {ms(fb, 'reference')} "
         f"{ratio(fb, 'ratio_vs_reference')} {columns:>19s}"
     )
