@@ -256,6 +256,22 @@ def test_unusable_numba_cache_falls_back_to_compiling_without_cache(monkeypatch)
     assert kernels.info()["numba_cache"].startswith("off (RuntimeError")
 
 
+def test_clear_cache_removes_only_this_modules_cached_kernels(tmp_path, monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "some_path_tinygen_kernels"  # Numba mirrors the source path here
+    folder.mkdir()
+    ours = [folder / "cpu._im2col_body-66.py311.nbi", folder / "cpu._im2col_body-66.py311.1.nbc"]
+    theirs = folder / "other_module.f-3.py311.nbi"
+    for path in [*ours, theirs]:
+        path.write_bytes(b"")
+    assert cpu.cache_dir() == str(tmp_path)
+    assert kernels.clear_cache() == 2
+    assert not any(path.exists() for path in ours)
+    assert theirs.exists()
+
+
 # ---------------------------------------------------------------------------
 # The array-level convolutions against naive loops
 # ---------------------------------------------------------------------------
