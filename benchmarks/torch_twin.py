@@ -3,10 +3,13 @@
     python -m benchmarks.torch_twin vae --epochs 5 --out runs/twin_vae            # both engines
     python -m benchmarks.torch_twin gan --epochs 5 --engines torch --out runs/twin_gan
 
-For each engine asked for (tinygen, torch, or both, one after the other in this process), it
-trains the same model with the same recipe and reports images/s per epoch, then evaluates:
-the VAE's test-set negative ELBO (nats per image), the GAN's Frechet distance and class
-shares (tinygen.metrics, one classifier for both engines, so the figures compare).
+It trains the same model with the same recipe in both engines, their epochs alternating so
+that a change of load on the machine hits both: tinygen's epoch k runs as the command a user
+types, `tinygen train MODEL ... --epochs k --resume`, in a fresh process; the torch twin runs
+in this process. It reports images/s per epoch, then evaluates: the VAE's test-set negative
+ELBO (nats per image), the GAN's Frechet distance and class shares (tinygen.metrics, one
+classifier for both engines, so the figures compare). Results go to OUT/results.json,
+rewritten after every epoch.
 
 What makes the twin a twin:
 
@@ -22,8 +25,8 @@ What makes the twin a twin:
 
 The two runs then differ only by floating-point round-off (different summation orders in
 the convolutions), which chaotic GAN training amplifies but VAE training does not.
-Threads: --threads sets torch's intra-op threads; for tinygen, set OMP_NUM_THREADS and
-NUMBA_NUM_THREADS before starting Python (the machine's cores by default).
+Threads: --threads sets torch's intra-op threads; tinygen's processes use OpenBLAS's default
+(the machine's cores) unless OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +48,9 @@ import tinygen as tg
 from tinygen import metrics, viz
 from tinygen.data import DataLoader, load_dataset
 from tinygen.models.vae import LOGVAR_MAX, LOGVAR_MIN
-from tinygen.train import RunConfig, evaluate_gan, evaluate_vae, make_trainer, train
+from tinygen.train import RunConfig, evaluate_gan, evaluate_vae, make_trainer
+
+ENGINES = ("tinygen", "torch")
 
 # ---------------------------------------------------------------------------
 # The torch models: the same layers and state_dict keys as tinygen/models/
@@ -220,8 +227,8 @@ class TorchRun:
         self.opt.step()
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
-    def finish(self, out: Path) -> dict:
-        """Write the grid of the fixed noise and evaluate as tinygen evaluates."""
+    def save_grid(self, path: Path) -> Path:
+        """The grid of the fixed noise batch, drawn in eval mode as tinygen draws its own."""
         with torch.no_grad():
             for m in self.models:
                 m.eval()
@@ -229,13 +236,14 @@ class TorchRun:
                 grid, value_range = self.G(self.fixed).numpy(), (-1, 1)
             else:
                 grid, value_range = torch.sigmoid(self.model.decode(self.fixed)).numpy(), (0, 1)
-        viz.save_grid(grid, out / "samples_torch.png", nrow=8, value_range=value_range, scale=2)
-        result = {"throughput": self.throughput, "last": self.last}
+        return viz.save_grid(grid, path, nrow=8, value_range=value_range, scale=2)
+
+    def evaluate(self) -> dict:
+        """Evaluate as tinygen evaluates; the training stream of random numbers is untouched
+        (it is kept in self._rng)."""
         if self.config.model == "gan":
-            result.update(evaluate_torch_gan(self.G, self.config))
-        else:
-            result.update(evaluate_torch_vae(self.model, self.config))
-        return result
+            return evaluate_torch_gan(self.G, self.config)
+        return evaluate_torch_vae(self.model, self.config)
 
 
 def evaluate_torch_vae(model: TorchVAE, config: RunConfig, seed: int = 0) -> dict:
@@ -278,10 +286,24 @@ def evaluate_torch_gan(G: TorchGenerator, config: RunConfig, n: int = 10000, see
 
 
 def train_tinygen_epoch(config: RunConfig, epoch: int) -> float:
-    """Train tinygen's run up to `epoch` (resuming from its checkpoint); return its images/s."""
-    run = dataclasses.replace(config, epochs=epoch)
-    summary = train(run, resume=epoch > 1, progress=False)
-    return summary["throughput"][-1]["images_per_s"]
+    """Train tinygen's run up to `epoch` with the `tinygen train` command (resuming from its
+    checkpoint after the first epoch) in a fresh process, so that its threads and torch's do
+    not share a process; return the epoch's images/s from the run's epochs.jsonl."""
+    command = [sys.executable, "-m", "tinygen.cli", "train", config.model]
+    command += ["--dataset", config.dataset, "--epochs", str(epoch), "--seed", str(config.seed)]
+    command += ["--batch-size", str(config.batch_size), "--out", config.out, "--no-progress"]
+    if config.limit is not None:
+        command += ["--limit", str(config.limit)]
+    if config.data_dir is not None:
+        command += ["--data-dir", config.data_dir]
+    if epoch > 1:
+        command.append("--resume")
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    lines = (Path(config.out) / "epochs.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    if last["epoch"] != epoch:
+        raise RuntimeError(f"tinygen run ended at epoch {last['epoch']}, expected {epoch}")
+    return last["images_per_s"]
 
 
 def evaluate_tinygen(config: RunConfig) -> dict:
@@ -303,9 +325,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--engines", default="tinygen,torch", help="tinygen, torch, or both")
     parser.add_argument("--out", default=None, help="folder (default runs/twin_<model>)")
+    parser.add_argument(
+        "--eval-every-epoch", action="store_true", help="evaluate both after every epoch"
+    )
     args = parser.parse_args(argv)
     engines = args.engines.split(",")
-    if not set(engines) <= {"tinygen", "torch"}:
+    if not set(engines) <= set(ENGINES):
         raise SystemExit(f"--engines: expected tinygen and/or torch, got {args.engines!r}")
 
     torch.set_num_threads(args.threads)
@@ -323,44 +348,48 @@ def main(argv: list[str] | None = None) -> None:
     )
     results: dict = {"config": json.loads(config.to_json()), "torch_threads": args.threads}
     twin = TorchRun(config) if "torch" in engines else None
-    ours: list[dict] = []
+    results["epochs"] = []
     # Epochs alternate between the engines, so a change of load on the machine hits both.
     for epoch in range(1, config.epochs + 1):
-        line = f"epoch {epoch}:"
+        row: dict = {"epoch": epoch}
         if "tinygen" in engines:
-            rate = train_tinygen_epoch(config, epoch)
-            ours.append({"epoch": epoch, "images_per_s": rate})
-            line += f" tinygen {rate:.0f} images/s"
+            row["tinygen_images_per_s"] = train_tinygen_epoch(config, epoch)
         if twin is not None:
-            line += f" torch {twin.run_epoch():.0f} images/s"
-        print(line, flush=True)
-    if "tinygen" in engines:
-        results["tinygen"] = {"throughput": ours, **evaluate_tinygen(config)}
-        results["tinygen"]["grid"] = str(
-            Path(config.out) / f"samples_epoch_{config.epochs:03d}.png"
-        )
-    if twin is not None:
-        results["torch"] = twin.finish(out)
-        results["torch"]["grid"] = str(out / "samples_torch.png")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    if "tinygen" in results and "torch" in results:
-        summarize(results, args.model)
+            row["torch_images_per_s"] = twin.run_epoch()
+        print(f"epoch {epoch}: " + _rates(row), flush=True)
+        if args.eval_every_epoch or epoch == config.epochs:
+            if "tinygen" in engines:
+                row["tinygen"] = evaluate_tinygen(dataclasses.replace(config, epochs=epoch))
+                row["tinygen"]["grid"] = str(Path(config.out) / f"samples_epoch_{epoch:03d}.png")
+            if twin is not None:
+                row["torch"] = twin.evaluate()
+                row["torch"]["grid"] = str(twin.save_grid(out / f"torch_epoch_{epoch:03d}.png"))
+            print(f"epoch {epoch}: " + _figures(row, args.model), flush=True)
+        results["epochs"].append(row)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"results in {out / 'results.json'}")
 
 
-def summarize(results: dict, model: str) -> None:
-    def rate(engine: str) -> float:
-        rates = [t["images_per_s"] for t in results[engine]["throughput"]]
-        return float(np.median(rates[1:] if len(rates) > 1 else rates))  # epoch 1 compiles
+def _rates(row: dict) -> str:
+    parts = [
+        f"{e} {row[e + '_images_per_s']:.0f} images/s"
+        for e in ENGINES
+        if e + "_images_per_s" in row
+    ]
+    if len(parts) == 2:
+        parts.append(
+            f"torch/tinygen {row['torch_images_per_s'] / row['tinygen_images_per_s']:.2f}x"
+        )
+    return ", ".join(parts)
 
-    ours, theirs = rate("tinygen"), rate("torch")
-    print(
-        f"images/s (median over epochs after the first): tinygen {ours:.0f}, torch "
-        f"{theirs:.0f}, torch/tinygen = {theirs / ours:.2f}x"
-    )
+
+def _figures(row: dict, model: str) -> str:
     key = "neg_elbo" if model == "vae" else "frechet_distance"
-    a, b = results["tinygen"][key], results["torch"][key]
-    print(f"{key}: tinygen {a:.3f}, torch {b:.3f}, relative difference {(a - b) / b:+.2%}")
+    parts = [f"{e} {key} {row[e][key]:.3f}" for e in ENGINES if e in row]
+    if len(parts) == 2:
+        a, b = row["tinygen"][key], row["torch"][key]
+        parts.append(f"relative difference {(a - b) / b:+.2%}")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 A run writes into its folder `out`:
 
     metrics.jsonl              one JSON object per training step (losses, D(x), images/s, ...)
+    epochs.jsonl               one JSON object per epoch: steps, seconds, images/s, last losses
     samples_epoch_NNN.png      a grid of samples after each epoch, from one fixed noise batch,
                                so the grids of successive epochs compare image by image
     losses.png                 the loss curves so far (redrawn after each epoch)
@@ -277,8 +278,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     if latest is not None:
         values = load_run_checkpoint(latest, trainer)
         step, start_epoch = values["step"], values["epoch"]
-    metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, step)
+    metrics_path, epochs_path = out / "metrics.jsonl", out / "epochs.jsonl"
+    _truncate_records(metrics_path, "step", step)
+    _truncate_records(epochs_path, "epoch", start_epoch)
 
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True)
     throughput = []
@@ -318,7 +320,11 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             bar.close()
             metrics.flush()
             elapsed = time.perf_counter() - epoch_start
+            summary = {"epoch": epoch + 1, "step": step, "seconds": elapsed}
+            summary.update(images_per_s=seen / elapsed, last=stats)
             throughput.append({"epoch": epoch + 1, "images_per_s": seen / elapsed})
+            with open(epochs_path, "a") as file:
+                file.write(json.dumps(summary) + "\n")
             trainer.write_pictures(out, epoch + 1, test.images)
             save_run_checkpoint(
                 out / f"checkpoint_epoch_{epoch + 1:03d}.npz", trainer, epoch + 1, step
@@ -354,14 +360,13 @@ def write_loss_curves(metrics_path: Path, path: Path, names: tuple[str, ...]) ->
     return viz.save_curves(path, series, title=f"training losses (mean over {k} steps)")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records of steps 1..step (a run interrupted after its last checkpoint may have
-    written more; the resumed run writes them again)."""
+def _truncate_records(path: Path, key: str, last: int) -> None:
+    """Keep the records with record[key] <= last (a run interrupted after its last checkpoint
+    may have written more; the resumed run writes them again)."""
     if not path.exists():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-    ]
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line and json.loads(line)[key] <= last]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
