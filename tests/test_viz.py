@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -187,6 +188,26 @@ def test_draw_graph_writes_dot_file_and_warns_when_dot_missing(tmp_path, monkeyp
         again = viz.draw_graph(y, tmp_path / "g.png")
     assert again == text
     assert not (tmp_path / "g.png").exists()
+
+
+def test_draw_graph_renders_through_dot_when_it_is_installed(tmp_path, monkeypatch):
+    # a stand-in for Graphviz's `dot`: copies the DOT text it reads to the file after -o
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake_dot = fake_bin / "dot"
+    fake_dot.write_text(
+        f"#!{sys.executable}\nimport sys\nargs = sys.argv[1:]\n"
+        'assert args[0] == "-Tsvg", args\n'
+        'open(args[args.index("-o") + 1], "w").write("rendered:" + sys.stdin.read())\n'
+    )
+    fake_dot.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake_bin) + os.pathsep + os.environ.get("PATH", ""))
+    _, _, y = _small_graph()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = viz.draw_graph(y, tmp_path / "out" / "g.svg")
+    assert (tmp_path / "out" / "g.svg").read_text() == "rendered:" + text
+    assert os.listdir(tmp_path / "out") == ["g.svg"]
 
 
 def test_draw_graph_refuses_a_freed_graph():
