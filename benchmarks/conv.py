@@ -12,7 +12,8 @@ batch 64, and the generic shapes of issue 3), in float32:
 - GFLOP/s (forward: 2*N*OH*OW*weight.size; forward + backward: three times
   that, one GEMM each for y, gx and gW) and its fraction of the float32 GEMM
   peak that this same run measures with NumPy's BLAS (benchmarks/gemm.py);
-- the bytes of the column buffer (per batch chunk, and for the whole batch);
+- the bytes of the column buffer (per batch chunk, and for the whole batch),
+  and the peak memory NumPy held during one forward + backward (tracemalloc);
 - the same layer in PyTorch, when torch is installed, timed interleaved with
   tinygen (one run of each in turn, so both see the same machine load), and
   the ratio tinygen / torch (below 1: tinygen is faster), of the medians and
@@ -391,9 +392,31 @@ def run_table(
             if with_reference:
                 entry["ratio_vs_reference"] = ours / timings["reference"][clock_name]["median_ms"]
             row[mode] = entry
+        if xp is np:
+            row["peak_mib_fwd_bwd"] = peak_memory_mib(tinygen_functions(layer, arrays, "fwd+bwd"))
         rows.append(row)
         print(_format_row(row, clock_name), flush=True)
     return rows
+
+
+def peak_memory_mib(fn) -> float:
+    """The most memory that NumPy held at once during one call, above what it held before.
+
+    NumPy reports its array buffers to tracemalloc, so this counts the column
+    buffers, the outputs and the gradients (not the memory of BLAS or Numba).
+    """
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        del result
+    finally:
+        tracemalloc.stop()
+    return (peak - before) / 2**20
 
 
 def _with_reference_kernels(fn):
@@ -414,7 +437,7 @@ def _with_reference_kernels(fn):
 HEADER = (
     f"{'layer':44s} {'fwd ms':>7s} {'torch':>7s} {'ratio':>5s} | {'fwd+bwd ms [min-max]':>22s} "
     f"{'torch':>7s} {'ratio':>5s} {'r.min':>5s} {'GF/s':>6s} {'%peak':>5s} {'ref ms':>7s} "
-    f"{'/ref':>5s} "
+    f"{'/ref':>5s} {'peak MiB':>8s} "
     f"{'col KiB chunk/batch':>19s}"
 )
 
@@ -444,7 +467,8 @@ def _format_row(row: dict, clock_name: str) -> str:
         f" | {spread:>22s} {ms(fb, 'torch')} {ratio(fb, 'ratio_vs_torch')} "
         f"{ratio(fb, 'ratio_vs_torch_of_min')} "
         f"{fb['gflop_per_s']:6.1f} {100 * fb['fraction_of_peak']:5.1f} {ms(fb, 'reference')} "
-        f"{ratio(fb, 'ratio_vs_reference')} {columns:>19s}"
+        f"{ratio(fb, 'ratio_vs_reference')} {row.get('peak_mib_fwd_bwd', float('nan')):8.1f} "
+        f"{columns:>19s}"
     )
 
 
@@ -600,7 +624,7 @@ def main(argv: list[str] | None = None) -> dict:
     for threads in args.threads:
         limits = set_threads(threads, torch)
         clock_name = "cpu" if threads == 1 else "wall"
-        peak = gemm_peak()
+        peak = gemm_peak(clock=time.thread_time if clock_name == "cpu" else time.perf_counter)
         print(
             f"\n== CPU, {threads} thread(s): float32 GEMM peak {peak:.1f} GFLOP/s "
             f"(BLAS kernel {blas_info().get('blas_kernel')}); clock: "
