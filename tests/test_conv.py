@@ -203,6 +203,19 @@ def test_conv2d_keeps_float32_and_reference_kernels_give_the_same_result(monkeyp
     assert np.array_equal(y.data, y_reference.data)
 
 
+def test_non_contiguous_inputs_give_the_same_result_as_contiguous_copies():
+    x = _random((5, 6, 2, 3), 0).transpose(2, 3, 0, 1)  # (2, 3, 5, 6), not C-contiguous
+    weight = _random((3, 4, 3, 2), 1).transpose(2, 0, 1, 3)[:, :, ::2]  # (3, 3, 2, 2)
+    bias = _random((6,), 2)[::2]
+    assert not x.flags.c_contiguous and not weight.flags.c_contiguous
+    y = conv2d(x, weight, bias, padding=1)
+    y_copy = conv2d(x.copy(), weight.copy(), bias.copy(), padding=1)
+    assert np.array_equal(y.data, y_copy.data)
+    t = conv_transpose2d(y.data.transpose(0, 1, 3, 2), weight, stride=2)
+    t_copy = conv_transpose2d(y.data.transpose(0, 1, 3, 2).copy(), weight.copy(), stride=2)
+    assert np.array_equal(t.data, t_copy.data)
+
+
 def test_conv2d_backward_accumulates_into_leaf_grads():
     x = tg.Tensor(_random((2, 2, 5, 5), 0), requires_grad=True)
     weight = tg.Tensor(_random((3, 2, 3, 3), 1), requires_grad=True)
