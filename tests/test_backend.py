@@ -102,6 +102,18 @@ def test_gradcheck_runs_on_the_gpu():
 
 
 @pytest.mark.gpu
+def test_moving_a_computed_tensor_between_devices_keeps_the_graph():
+    _cupy_or_skip()
+    x = tg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    h = (x * 3.0).to("cuda")  # a computed tensor: the move is differentiable
+    assert h.device == "cuda" and h.creator is not None
+    (h * h).sum().to("cpu").backward()
+    np.testing.assert_allclose(x.grad.numpy(), 18.0 * x.numpy())  # d(9x^2)/dx
+    moved_leaf = x.to("cuda")
+    assert moved_leaf.is_leaf and moved_leaf.requires_grad
+
+
+@pytest.mark.gpu
 def test_mixing_devices_is_refused():
     _cupy_or_skip()
     with pytest.raises(ValueError, match="different devices"):

@@ -237,15 +237,19 @@ class Tensor:
     def to(self, target: Any) -> Tensor:
         """A copy on another device ('cpu', 'cuda') or with another dtype.
 
-        Returns self when nothing changes. A dtype change is differentiable.
+        Returns self when nothing changes. A dtype change is differentiable, and
+        so is a computed tensor's move (its gradient moves back). A leaf moved to
+        another device is a new leaf there, keeping requires_grad.
         """
+        from tinygen.ops.elementwise import cast, to_device
+
         if isinstance(target, str) and target.split(":")[0] in ("cpu", "cuda"):
+            if self.creator is not None:
+                return to_device(self, target)
             data = backend.to_device(self.data, target)
             if data is self.data:
                 return self
-            return Tensor(data, requires_grad=self.requires_grad and self.is_leaf)
-        from tinygen.ops.elementwise import cast
-
+            return Tensor(data, requires_grad=self.requires_grad)
         return cast(self, target)
 
     def cpu(self) -> Tensor:

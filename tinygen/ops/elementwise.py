@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tinygen import backend
 from tinygen.autograd import Function, Tensor, as_tensor
 from tinygen.backend import get_array_module
 from tinygen.ops.shape import sum_to
@@ -426,6 +427,27 @@ def cast(x, dtype: Any) -> Tensor:
     if x.dtype == np.dtype(dtype):
         return x
     return Cast(dtype)(x)
+
+
+class ToDevice(Function):
+    """The same values on another device ('cpu' or 'cuda'); the gradient is moved back."""
+
+    def __init__(self, device: str) -> None:
+        self.device = backend.normalize_device(device)
+
+    def forward(self, x):
+        self.source_device = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, gy):
+        return to_device(gy, self.source_device)
+
+
+def to_device(x, device: str) -> Tensor:
+    x = as_tensor(x)
+    if x.device == backend.normalize_device(device):
+        return x
+    return ToDevice(device)(x)
 
 
 def _compare(name: str):
