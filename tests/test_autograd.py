@@ -181,7 +181,9 @@ def _build_graph(x: Tensor) -> Tensor:
     return (h * h + x[0]).sum()
 
 
-@pytest.mark.parametrize("how", ["dropped", "backward", "retain_graph", "grad_create_graph"])
+@pytest.mark.parametrize(
+    "how", ["dropped", "backward", "retain_graph", "grad_create_graph", "backward_create_graph"]
+)
 def test_finished_graph_is_freed_by_reference_counting_alone(how):
     x = leaf([0.5, -1.0, 2.0])
     gc.collect()
@@ -203,6 +205,9 @@ def test_finished_graph_is_freed_by_reference_counting_alone(how):
             (g,) = tg.grad(loss, [x], create_graph=True)
             (g * g).sum().backward()
             del g
+        elif how == "backward_create_graph":
+            loss.backward(create_graph=True)
+            x.grad = None  # x.grad's graph refers to x: drop it, as zero_grad does
         del loss
 
         assert len(probes) >= 6

@@ -284,7 +284,10 @@ class Tensor:
             retain_graph: keep the graph so that backward can run through it
                 again. Defaults to `create_graph`.
             create_graph: record the backward pass as a graph, so that the
-                gradients can themselves be differentiated.
+                gradients can themselves be differentiated. Then `leaf.grad`
+                holds a graph that refers back to the leaf, a reference cycle
+                until `.grad` is cleared; `tinygen.grad(...)` returns such
+                gradients instead and leaves no cycle.
         """
         grad = _initial_gradient(self, grad, "backward")
         run_backward(self, grad, retain_graph, create_graph, capture=None)
