@@ -105,20 +105,19 @@ def feature_classifier(
     tag = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(cache_dir or default_cache_dir()) / f"classifier-{dataset}-{tag}.npz"
     train = load_dataset(dataset, "train", data_dir, limit=limit)
-    model = FeatureClassifier(num_classes=len(train.classes))
-    if path.is_file():
-        try:
-            stored = checkpoint.load(path, model=model)
-            model.eval()
-            return model, {"cache": str(path), "test_accuracy": stored["test_accuracy"]}
-        except (ValueError, KeyError, OSError) as error:
-            warnings.warn(
-                f"feature_classifier: ignoring unreadable cache {path} ({error}); retraining",
-                stacklevel=2,
-            )
-
-    saved_state = backend.get_rng_state()
+    saved_state = backend.get_rng_state()  # building a model draws; restored at the end
     try:
+        if path.is_file():
+            try:
+                model = FeatureClassifier(num_classes=len(train.classes))
+                stored = checkpoint.load(path, model=model)
+                model.eval()
+                return model, {"cache": str(path), "test_accuracy": stored["test_accuracy"]}
+            except (ValueError, KeyError, OSError) as error:
+                warnings.warn(
+                    f"feature_classifier: ignoring unreadable cache {path} ({error}); retraining",
+                    stacklevel=2,
+                )
         tg.manual_seed(seed)
         model = FeatureClassifier(num_classes=len(train.classes))  # initialized from `seed`
         opt = optim.Adam(model.parameters(), lr=lr)
@@ -211,15 +210,19 @@ def evaluate_generated(
     *,
     limit: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    **classifier_options,
 ) -> dict:
     """Score generated images (N, 1, 28, 28) in [0, 1] against the test split of `dataset`.
 
     Returns frechet_distance (generated vs test), frechet_floor (as many train images vs
     test: the score of a perfect generator at this sample size), class_shares (a dict
     class name -> share), the classifier's test accuracy and its cache file.
+    `classifier_options` (epochs, batch_size, lr, seed) go to `feature_classifier`.
     """
     images = _check_images(images, "evaluate_generated")
-    model, about = feature_classifier(dataset, data_dir, limit=limit, cache_dir=cache_dir)
+    model, about = feature_classifier(
+        dataset, data_dir, limit=limit, cache_dir=cache_dir, **classifier_options
+    )
     test = load_dataset(dataset, "test", data_dir, limit=limit)
     train = load_dataset(dataset, "train", data_dir, limit=limit)
     test_stats = feature_statistics(image_features(model, test.images))
