@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,23 @@ def test_info_prints_versions_and_kernels(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "numpy" in text and "python" in text
+
+
+def test_demo_runs_end_to_end_and_names_its_pictures(tmp_path, capsys):
+    from tinygen import demo
+
+    demo.main(["--out", str(tmp_path), "--dataset", "shapes", "--limit", "64", "--epochs", "1"])
+    text = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for picture in summary["pictures"].values():
+        assert Path(picture).is_file()
+        assert picture in text
+    assert "nats/image" in text
+
+
+def test_demo_falls_back_to_digits_without_fashion_mnist(tmp_path, monkeypatch):
+    from tinygen import demo
+
+    monkeypatch.setattr(datasets, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
+    assert demo.choose_dataset(None) == "digits"
+    assert demo.choose_dataset(str(tmp_path)) == "digits"
