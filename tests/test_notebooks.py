@@ -44,6 +44,12 @@ def kernel_name() -> str:
     return "python3"
 
 
+def test_the_five_notebooks_exist():
+    names = [p.name for p in NOTEBOOKS]
+    for prefix in ("01_autograd", "02_im2col", "03_transposed", "04_gan", "05_vae"):
+        assert any(n.startswith(prefix) for n in names), f"no notebook {prefix}*: {names}"
+
+
 def _params():
     for path in NOTEBOOKS:
         marks = [pytest.mark.slow] if path.name in SLOW else []
@@ -61,6 +67,11 @@ def test_notebook_runs_top_to_bottom_small(path: Path, kernel_name: str, tmp_pat
 
     monkeypatch.setenv("TINYGEN_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # One thread per pool (OpenBLAS, Numba): on a 2-core machine that is running anything else,
+    # two pools of two threads each fight over the cores and a small GAN step goes from 25 ms to
+    # nearly a second. Notebook 02 sets its thread counts itself where it measures them.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
     # make `import tinygen` find this checkout even without an editable install
     root = str(NOTEBOOK_DIR.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
