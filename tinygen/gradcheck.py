@@ -63,7 +63,9 @@ def gradcheck(
     """Check fn's backward against central differences; raise GradcheckError if they differ.
 
     Args:
-        fn: maps the inputs to one Tensor.
+        fn: maps the inputs to one Tensor. The finite differences call it under
+            no_grad; a fn that differentiates inside (a gradient penalty) wraps
+            that part in `enable_grad()`, as the test of one in test_autograd.py does.
         inputs: Tensors and arrays. Floating-point arrays and Tensors that
             require grad are checked (in float64 copies); anything else is
             passed to fn as it is.
