@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import warnings
 
@@ -120,6 +121,13 @@ def test_save_grid_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["grid.png"]
 
 
+def test_save_grid_file_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = viz.save_grid(np.zeros((1, 1, 2, 2)), tmp_path / "g.png", value_range=(0, 1))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 # ---------------------------------------------------------------------------
 # save_curves
 # ---------------------------------------------------------------------------
@@ -208,6 +216,16 @@ def test_draw_graph_renders_through_dot_when_it_is_installed(tmp_path, monkeypat
         text = viz.draw_graph(y, tmp_path / "out" / "g.svg")
     assert (tmp_path / "out" / "g.svg").read_text() == "rendered:" + text
     assert os.listdir(tmp_path / "out") == ["g.svg"]
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_draw_graph_renders_a_png_with_graphviz(tmp_path):
+    _, _, y = _small_graph()
+    path = tmp_path / "g.png"
+    viz.draw_graph(y, path)
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size[0] > 50 and im.size[1] > 50
 
 
 def test_draw_graph_refuses_a_freed_graph():

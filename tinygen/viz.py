@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
 import shutil
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -502,36 +502,48 @@ def _check_range(value_range: Any, caller: str) -> tuple[float, float]:
 
 def _atomic_save(image: Any, path: Path) -> Path:
     """Save a PIL image as PNG to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def _atomic_write_bytes(data: bytes, path: Path) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
+    """Call write(file) on a new temporary file beside `path`, then rename it over `path`.
+
+    A reader sees the old file or the whole new one, never half of it; on failure the temporary
+    file is removed. The file gets the usual permissions (0o666 less the umask), which
+    tempfile.mkstemp's private 0o600 would not give.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """Create and open a fresh file `.NAME.<random>.tmp` in the folder of `path`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {str(path)!r}")
 
 
 def _render_dot(text: str, path: Path, fmt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temporary(path)
     os.close(fd)
     try:
         result = subprocess.run(
