@@ -9,6 +9,7 @@ behave as documented. GPU tests run the same checks on cupy and skip without it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -254,6 +255,32 @@ def test_unusable_numba_cache_falls_back_to_compiling_without_cache(monkeypatch)
     assert compiled(np.float32(1.5)) == np.float32(2.5)
     assert "no locator available" in cpu.CACHE_ERROR
     assert kernels.info()["numba_cache"].startswith("off (RuntimeError")
+
+
+def test_serial_kernel_loaded_from_the_cache_starts_no_threads(tmp_path):
+    # Numba's cache does not tell a parallel compile from a serial one of the same function;
+    # the serial kernel must still be serial when a fresh process loads it from the cache.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    fill_cache = (
+        "import numpy as np\n"
+        "from tinygen.kernels import cpu\n"
+        "x = np.ones((1, 1, 3, 3))\n"
+        "for parallel in (True, False):\n"
+        "    cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), parallel=parallel)\n"
+    )
+    use_serial = (
+        "import numba, numpy as np\n"
+        "from tinygen.kernels import cpu\n"
+        "x = np.ones((1, 1, 3, 3))\n"
+        "cpu.im2col(x, (2, 2), (1, 1), (0, 0), (1, 1), parallel=False)\n"
+        "print('LAYER', cpu.threading_layer())\n"
+    )
+    for program in (fill_cache, use_serial):
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+    assert "LAYER not started yet" in result.stdout
 
 
 def test_clear_cache_removes_only_this_modules_cached_kernels(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from typing import Any
 
 import numba
@@ -54,8 +55,19 @@ CACHE_ERROR: str | None = None  # why on-disk caching is off, or None when it is
 
 
 def _compile(fn: Any, parallel: bool) -> Any:
-    """njit(fn) with caching when the cache folder is writable, without it otherwise."""
+    """njit(fn) with caching when the cache folder is writable, without it otherwise.
+
+    The serial and the parallel version are compiled from copies of `fn` with
+    different names (`_im2col_body_serial`, `_im2col_body_parallel`). Numba's
+    cache keys an entry by the function's name, bytecode and signature, not by
+    `parallel=`, so two versions of one function would share one cache entry
+    and the serial dispatcher would load the parallel machine code (seen here:
+    the "serial" kernel then started OpenMP threads on every call).
+    """
     global CACHE_ERROR
+    suffix = "_parallel" if parallel else "_serial"
+    fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix)
+    fn.__qualname__ = fn.__name__
     if CACHE_ERROR is None:
         try:
             return numba.njit(parallel=parallel, cache=True, nogil=True)(fn)
