@@ -16,6 +16,7 @@ from tinygen.models import (
     discriminator_step,
     gan_step,
     generator_step,
+    gradient_norm,
     kl_weight_at,
     negative_elbo,
     reparameterize,
@@ -151,6 +152,14 @@ def test_generator_step_leaves_the_discriminator_parameters_unchanged():
     assert any(not np.array_equal(p.numpy(), params_g[k]) for k, p in G.named_parameters())
 
 
+def test_gradient_norm_is_the_norm_of_all_parameter_gradients():
+    G, D, _, opt_d = small_gan()
+    discriminator_step(D, opt_d, tg.rand(4, 1, 28, 28), G(sample_noise(4, 8)))
+    grads = [p.grad.numpy().astype(np.float64).ravel() for p in D.parameters()]
+    assert gradient_norm(D) == pytest.approx(np.linalg.norm(np.concatenate(grads)), rel=1e-6)
+    assert gradient_norm(G) == 0.0  # no gradient reached G
+
+
 def test_generator_loss_is_the_non_saturating_one():
     """loss_G = BCE(D(G(z)), 1) = mean softplus(-logit) = -mean log D(G(z))."""
     G, D, opt_g, _ = small_gan()
@@ -165,8 +174,12 @@ def test_generator_loss_is_the_non_saturating_one():
 def test_gan_step_reports_finite_statistics_in_range():
     G, D, opt_g, opt_d = small_gan()
     stats = gan_step(G, D, opt_g, opt_d, tg.rand(8, 1, 28, 28) * 2 - 1)
-    assert set(stats) == {"loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"}
+    assert set(stats) == {"loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"} | {
+        "grad_norm_d",
+        "grad_norm_g",
+    }
     assert all(np.isfinite(v) for v in stats.values())
+    assert stats["grad_norm_d"] > 0 and stats["grad_norm_g"] > 0
     assert all(0 < stats[k] < 1 for k in ("d_x", "d_g_z1", "d_g_z2"))
 
 

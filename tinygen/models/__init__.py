@@ -14,6 +14,7 @@ from tinygen.models.dcgan import (
     discriminator_step,
     gan_step,
     generator_step,
+    gradient_norm,
     sample_noise,
 )
 from tinygen.models.vae import (
@@ -34,6 +35,7 @@ __all__ = [
     "discriminator_step",
     "gan_step",
     "generator_step",
+    "gradient_norm",
     "kl_weight_at",
     "negative_elbo",
     "reparameterize",

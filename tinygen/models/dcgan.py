@@ -24,6 +24,7 @@ generator loss of Goodfellow et al. (2014); the objective of each half is writte
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -144,11 +145,13 @@ def discriminator_step(
     loss_fake = F.binary_cross_entropy_with_logits(logits_fake, tg.zeros_like(logits_fake))
     loss_d = loss_real + loss_fake
     loss_d.backward()
+    grad_norm = gradient_norm(D)  # a diagnostic: near 0 when D has won and learns nothing
     opt_d.step()
     return {
         "loss_d": float(loss_d.item()),
         "d_x": _mean_probability(logits_real),
         "d_g_z1": _mean_probability(logits_fake),
+        "grad_norm_d": grad_norm,
     }
 
 
@@ -170,8 +173,13 @@ def generator_step(
     logits_fake = D(fake)  # (N,), with D already updated on this batch
     loss_g = F.binary_cross_entropy_with_logits(logits_fake, tg.ones_like(logits_fake))
     loss_g.backward()
+    grad_norm = gradient_norm(G)  # vanishing here means G gets no signal from D
     opt_g.step()
-    return {"loss_g": float(loss_g.item()), "d_g_z2": _mean_probability(logits_fake)}
+    return {
+        "loss_g": float(loss_g.item()),
+        "d_g_z2": _mean_probability(logits_fake),
+        "grad_norm_g": grad_norm,
+    }
 
 
 def gan_step(
@@ -179,12 +187,22 @@ def gan_step(
 ) -> dict[str, float]:
     """One DCGAN training step on a real batch (N, C, S, S) in [-1, 1]: D step, then G step on
     the same fake batch. Returns loss_d, loss_g, d_x = mean D(x), d_g_z1 = mean D(G(z)) before
-    D's update and d_g_z2 after it."""
+    D's update and d_g_z2 after it, and the gradient norms grad_norm_d and grad_norm_g."""
     z = sample_noise(real.shape[0], G.latent_dim, real.device)  # (N, latent_dim, 1, 1)
     fake = G(z)  # (N, C, S, S)
     stats = discriminator_step(D, opt_d, real, fake)
     stats.update(generator_step(G, D, opt_g, fake))
     return stats
+
+
+def gradient_norm(module: nn.Module) -> float:
+    """sqrt(sum of squared gradients) over the module's parameters (those that have one)."""
+    total = 0.0
+    for p in module.parameters():
+        if p.grad is not None:
+            g = p.grad.data
+            total += float((g * g).sum())
+    return math.sqrt(total)
 
 
 def _mean_probability(logits: tg.Tensor) -> float:
