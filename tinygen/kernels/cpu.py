@@ -42,13 +42,12 @@ from numba import prange, uint64
 from tinygen.kernels.reference import Pair, conv_output_size
 
 # im2col/col2im called without `parallel=` use the threaded kernel only for at least
-# this many column entries. The default, never, is a measured choice: inside a
-# convolution the BLAS call already runs on every core, and Numba's OpenMP workers,
-# spin-waiting between calls, then fight BLAS's threads for the same two cores. Seen on
-# the shared 2-core machine: a serial im2col of 0.5 ms took 20-24 ms once Numba's pool
-# had started with 2 threads, and 0.6-3 ms with OMP_WAIT_POLICY=passive. The copy is
-# bound by memory, so one core does it nearly as fast. benchmarks/conv.py prints both
-# kernels for every layer; on a machine where BLAS is not busy, set e.g. 1 << 16.
+# this many column entries. The default, never, is a measured choice: the copy is bound
+# by memory, so a second core gains little, and inside a convolution that core belongs to
+# BLAS. An OpenMP team must also wait for its slowest thread: on the shared 2-core
+# machine with other processes running, at 2 threads the parallel im2col of a DCGAN-D2
+# batch chunk took 14 ms against 0.7 ms serial (benchmarks/conv.py prints both for every
+# layer). On a quiet machine with idle cores, try e.g. 1 << 16.
 PARALLEL_MIN_ELEMENTS = sys.maxsize
 
 CACHE_ERROR: str | None = None  # why on-disk caching is off, or None when it is on
