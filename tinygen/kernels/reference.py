@@ -124,17 +124,16 @@ def col2im(
 
     xp = get_array_module(col)
     col6 = col.reshape(C, KH, KW, N, OH, OW)
-    # The last window starts at kh*DH + SH*(OH - 1) <= H + 2PH - 1 (from the formula for OH),
+    # The farthest tap, kh*DH + SH*(OH - 1), is <= H + 2PH - 1 (from the formula for OH),
     # so every slice below stays inside the padded image.
     xpad = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
     for kh in range(KH):
         h0 = kh * DH
         for kw in range(KW):
             w0 = kw * DW
+            window = col6[:, kh, kw].transpose(1, 0, 2, 3)  # (N, C, OH, OW)
             # += , never =: windows overlap when the kernel is larger than the stride.
-            xpad[:, :, h0 : h0 + SH * OH : SH, w0 : w0 + SW * OW : SW] += col6[
-                :, kh, kw
-            ].transpose(1, 0, 2, 3)  # (N, C, OH, OW)
+            xpad[:, :, h0 : h0 + SH * OH : SH, w0 : w0 + SW * OW : SW] += window
 
     x = xpad[:, :, PH : PH + H, PW : PW + W]  # (N, C, H, W)
     if out is None:
