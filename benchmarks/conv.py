@@ -3,6 +3,7 @@
     python -m benchmarks.conv                     # the full run: 1 and 2 threads, table + JSON
     python -m benchmarks.conv --only DCGAN        # only the layers whose name contains DCGAN
     python -m benchmarks.conv --repeats 5 --threads 1
+    PYTHONPATH=. python -m benchmarks.conv --gpu-only   # on a machine with cupy and a GPU
 
 What it measures, for each layer shape (the DCGAN-28 and ConvVAE-28 layers at
 batch 64, and the generic shapes of issue 3), in float32:
@@ -79,7 +80,7 @@ import numpy as np  # noqa: E402
 import tinygen as tg  # noqa: E402
 from benchmarks.gemm import blas_info, gemm_peak  # noqa: E402
 from tinygen import kernels  # noqa: E402
-from tinygen.backend import cupy_module  # noqa: E402
+from tinygen.backend import cupy_module, cupy_unavailable_reason  # noqa: E402
 from tinygen.kernels import conv_arrays, reference  # noqa: E402
 from tinygen.kernels.reference import conv_output_size  # noqa: E402
 from tinygen.ops.conv import conv2d, conv_transpose2d  # noqa: E402
@@ -605,6 +606,9 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as they are",
     )
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="skip the CPU tables (on a machine with a GPU)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
 
@@ -617,11 +621,12 @@ def main(argv: list[str] | None = None) -> dict:
     layer_list = [layer for layer in layers() if args.only in layer.name]
 
     report: dict[str, Any] = {"environment": environment(torch)}
-    report["numba_compile"] = {} if args.no_compile else numba_compile_seconds()
+    skip_compile = args.no_compile or args.gpu_only
+    report["numba_compile"] = {} if skip_compile else numba_compile_seconds()
     print(json.dumps(report, indent=1, default=str), flush=True)
 
     report["cpu"] = {}
-    for threads in args.threads:
+    for threads in [] if args.gpu_only else args.threads:
         limits = set_threads(threads, torch)
         clock_name = "cpu" if threads == 1 else "wall"
         peak = gemm_peak(clock=time.thread_time if clock_name == "cpu" else time.perf_counter)
@@ -649,6 +654,9 @@ def main(argv: list[str] | None = None) -> dict:
     cp = cupy_module()
     if cp is not None:
         report["gpu"] = run_gpu(layer_list, args.repeats, torch, cp)
+    else:
+        report["gpu"] = {"skipped": cupy_unavailable_reason()}
+        print(f"\nno GPU table: {cupy_unavailable_reason()}")
 
     out = args.out or RESULTS / f"conv-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
