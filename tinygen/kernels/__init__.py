@@ -24,7 +24,7 @@ import os
 import warnings
 from typing import Any
 
-from tinygen.backend import is_cupy_array
+from tinygen.backend import cupy_unavailable_reason, is_cupy_array
 from tinygen.kernels import reference
 from tinygen.kernels.reference import Pair, conv_output_size
 
@@ -202,14 +202,19 @@ def info() -> dict:
 
         report["numba"] = numba.__version__
         report["numba_threading_layer"] = cpu.threading_layer()
+        report["numba_threading_layer_setting"] = numba.config.THREADING_LAYER
         report["numba_threads"] = numba.get_num_threads()
+        report["numba_parallel_min_elements"] = cpu.PARALLEL_MIN_ELEMENTS
         report["numba_cache_dir"] = cpu.cache_dir()
         report["numba_cache"] = "on" if cpu.CACHE_ERROR is None else f"off ({cpu.CACHE_ERROR})"
     else:
         report["numba"] = None
-    report["gpu_kernels"] = (
-        "reference (forced by TINYGEN_KERNELS=reference)" if forced else "cuda (on cupy arrays)"
-    )
+    if forced:
+        report["gpu_kernels"] = "reference (forced by TINYGEN_KERNELS=reference)"
+    elif cupy_unavailable_reason() is None:
+        report["gpu_kernels"] = "cuda (on cupy arrays)"
+    else:
+        report["gpu_kernels"] = f"none (cupy unavailable: {cupy_unavailable_reason()})"
     return report
 
 
