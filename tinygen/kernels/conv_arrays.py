@@ -57,6 +57,8 @@ COLUMN_BUDGET_BYTES = 4 << 20
 # Whole-batch columns up to this size are worth keeping from the forward pass for the
 # weight gradient (and sharing between the two products of a transposed convolution's
 # backward): im2col then runs once instead of twice. Larger ones are recomputed in chunks.
+# Measured at batch 64, one thread, forward + backward: 7-14% faster on the VAE layers and
+# DCGAN-G2, even on DCGAN-D2 (12.25 MiB of columns).
 KEEP_COLUMNS_BYTES = 16 << 20
 
 
