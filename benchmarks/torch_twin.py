@@ -2,6 +2,7 @@
 
     python -m benchmarks.torch_twin vae --epochs 5 --out runs/twin_vae            # both engines
     python -m benchmarks.torch_twin gan --epochs 5 --engines torch --out runs/twin_gan
+    OMP_NUM_THREADS=1 python -m benchmarks.torch_twin gan --threads 1 --time-steps 30
 
 It trains the same model with the same recipe in both engines, their epochs alternating so
 that a change of load on the machine hits both: tinygen's epoch k runs as the command a user
@@ -313,6 +314,54 @@ def evaluate_tinygen(config: RunConfig) -> dict:
     return evaluate_gan(path, limit=config.limit)
 
 
+def time_steps(config: RunConfig, steps: int) -> dict:
+    """CPU seconds and wall seconds per training step of both engines, interleaved step by
+    step on the same batches (the first 3 steps of each are warm-up and not counted).
+
+    CPU time (time.process_time, all threads of this process) is what to compare on a shared
+    machine: other processes' load changes wall-clock time, not the CPU time a step needs.
+    With more than one thread it also counts threads that spin while they wait.
+    """
+    tg.manual_seed(config.seed)
+    ours = make_trainer(config)
+    twin = TorchRun(config)
+    value_range = (-1.0, 1.0) if config.model == "gan" else (0.0, 1.0)
+    data = load_dataset(config.dataset, "train", config.data_dir, value_range=value_range)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True)
+    for m in ours.modules().values():
+        m.train()
+    for m in twin.models:
+        m.train()
+    clocks = {e: {"cpu": [], "wall": []} for e in ENGINES}
+    for i, (images, _) in enumerate(loader):
+        if i == steps + 3:
+            break
+        for engine in ENGINES:
+            cpu, wall = time.process_time(), time.perf_counter()
+            if engine == "tinygen":
+                ours.step(tg.tensor(images), i)
+            elif config.model == "gan":
+                twin.gan_step(torch.from_numpy(images))
+            else:
+                twin.vae_step(torch.from_numpy(images))
+            if i >= 3:
+                clocks[engine]["cpu"].append(time.process_time() - cpu)
+                clocks[engine]["wall"].append(time.perf_counter() - wall)
+    result = {}
+    for engine, clock in clocks.items():
+        cpu, wall = float(np.median(clock["cpu"])), float(np.median(clock["wall"]))
+        result[engine] = {
+            "cpu_s_per_step": cpu,
+            "wall_s_per_step": wall,
+            "images_per_cpu_s": config.batch_size / cpu,
+            "images_per_s": config.batch_size / wall,
+        }
+    result["torch/tinygen cpu"] = result["tinygen"]["cpu_s_per_step"] / max(
+        result["torch"]["cpu_s_per_step"], 1e-12
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=("gan", "vae"))
@@ -328,7 +377,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--eval-every-epoch", action="store_true", help="evaluate both after every epoch"
     )
+    parser.add_argument(
+        "--time-steps",
+        type=int,
+        default=0,
+        help="instead of training: time N steps of each engine, interleaved (CPU and wall)",
+    )
     args = parser.parse_args(argv)
+    if args.time_steps:
+        torch.set_num_threads(args.threads)
+        config = RunConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir)
+        config.batch_size = args.batch_size
+        print(json.dumps(time_steps(config, args.time_steps), indent=2))
+        return
     engines = args.engines.split(",")
     if not set(engines) <= set(ENGINES):
         raise SystemExit(f"--engines: expected tinygen and/or torch, got {args.engines!r}")
