@@ -2,7 +2,7 @@
 #
 #   make demo    create .venv, install tinygen, train the GAN and the VAE briefly, write image grids
 #   make test    create .venv with the test extras and run the whole test suite
-#   make bench   the convolution micro-benchmarks (tinygen against PyTorch when it is installed)
+#   make bench   the convolution micro-benchmarks (with PARITY=1: side by side with PyTorch)
 #   make lint    ruff check and ruff format --check
 #
 # PARITY=1 also installs PyTorch (CPU) so that the parity tests and torch columns run.
@@ -53,7 +53,7 @@ demo: $(VENV)/.installed-base fashion-mnist
 	$(BIN)/python -m tinygen.demo --out runs/demo
 
 bench: $(VENV)/.installed-test $(TORCH_DEP)
-	$(BIN)/python -m benchmarks.conv
+	$(BIN)/python -m benchmarks.conv $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -176,3 +176,26 @@ def test_function_that_returns_no_tensor_is_rejected():
 
 def test_gradgradcheck_of_a_function_with_a_zero_second_derivative():
     assert gradgradcheck(lambda x, w: x @ w, [X, X.T.copy()])
+
+
+def test_upstream_gradient_differs_from_a_test_input_drawn_with_the_same_seed(monkeypatch):
+    """A centering backward that is 5% too large must fail even for x = default_rng(0) data.
+
+    Were the checker's upstream gradient v drawn as default_rng(0), it would equal x, and along
+    v = x the gradient of a normalization is nearly zero, hiding the wrong factor.
+    """
+    from tinygen.nn import functional as F
+
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    layer = lambda x: F.batch_norm(x, None, None, training=True)  # noqa: E731
+    assert gradcheck(layer, [x])
+    original = F.BatchNormTrain.backward
+
+    def too_large(self, gy):
+        grads = original(self, gy)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        return tuple(None if g is None else g * 1.05 for g in grads)
+
+    monkeypatch.setattr(F.BatchNormTrain, "backward", too_large)
+    with pytest.raises(GradcheckError):
+        gradcheck(layer, [x])
