@@ -153,6 +153,26 @@ def _chunks(N: int, chunk: int):
         yield n0, min(N, n0 + chunk)
 
 
+def _column_chunks(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair):
+    """Yield (n0, n1, col) with col = im2col(x[n0:n1]), (C*KH*KW, Nc*OH*OW), batch chunk by chunk.
+
+    The chunks are small enough for their columns to stay in cache, and all of them are
+    written into one buffer, allocated once: a chunk's columns are only valid until the next.
+    """
+    xp = get_array_module(x)
+    C = x.shape[1]
+    KH, KW = kernel_size
+    _, chunk = column_bytes(x.shape, kernel_size, stride, padding, dilation, x.itemsize)
+    OH = conv_output_size(x.shape[2], KH, stride[0], padding[0], dilation[0])
+    OW = conv_output_size(x.shape[3], KW, stride[1], padding[1], dilation[1])
+    L = OH * OW
+    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
+    for n0, n1 in _chunks(x.shape[0], chunk):
+        rows, cols = C * KH * KW, (n1 - n0) * L
+        out = buffer[: rows * cols].reshape(rows, cols)
+        yield n0, n1, im2col(x[n0:n1], kernel_size, stride, padding, dilation, out=out)
+
+
 def conv2d_forward(
     x: Any,
     weight: Any,
@@ -190,18 +210,8 @@ def conv2d_forward(
         y_all = xp.matmul(W3, columns.reshape(G, Cg * KH * KW, N * L))  # (G, C_out/G, N*L)
         y[...] = y_all.reshape(C_out, N, L).transpose(1, 0, 2)  # (N, C_out, L)
         return y.reshape(N, C_out, OH, OW)
-    _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)
-    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
-    for n0, n1 in _chunks(N, chunk):
+    for n0, n1, col in _column_chunks(x, (KH, KW), stride, padding, dilation):
         Nc = n1 - n0
-        col = im2col(
-            x[n0:n1],
-            (KH, KW),
-            stride,
-            padding,
-            dilation,
-            out=buffer[: C * KH * KW * Nc * L].reshape(C * KH * KW, Nc * L),
-        )
         yc = xp.matmul(W3, col.reshape(G, Cg * KH * KW, Nc * L))  # (G, C_out/G, Nc*L)
         y[n0:n1] = yc.reshape(C_out, Nc, L).transpose(1, 0, 2)  # (Nc, C_out, L)
     return y.reshape(N, C_out, OH, OW)
@@ -299,18 +309,8 @@ def conv2d_backward_weight(
         return gW.reshape(C_out, Cg, KH, KW)
 
     gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
-    _, chunk = column_bytes(x.shape, (KH, KW), stride, padding, dilation, x.itemsize)
-    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
-    for n0, n1 in _chunks(N, chunk):
+    for n0, n1, col in _column_chunks(x, (KH, KW), stride, padding, dilation):
         Nc = n1 - n0
-        col = im2col(
-            x[n0:n1],
-            (KH, KW),
-            stride,
-            padding,
-            dilation,
-            out=buffer[: C * KH * KW * Nc * L].reshape(C * KH * KW, Nc * L),
-        )
         gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
         col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
         gW += xp.matmul(gyT.reshape(G, C_out // G, Nc * L), col3.transpose(0, 2, 1))
