@@ -317,18 +317,16 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     """
     if isinstance(value, Tensor):
         return value
-    if like is not None and np.ndim(value) == 0 and not hasattr(value, "shape"):
-        if not isinstance(value, numbers.Number):  # None would become NaN below
+    is_scalar = isinstance(value, np.generic) or (
+        not hasattr(value, "shape") and np.ndim(value) == 0
+    )
+    if like is not None and is_scalar:
+        if not isinstance(value, (numbers.Number, np.generic)):  # None would become NaN
             raise TypeError(
                 f"expected a number, an array or a Tensor beside a tensor, "
                 f"got {type(value).__name__}: {value!r}"
             )
         value = value.item() if isinstance(value, np.generic) else value
-        dtype = np.result_type(like.dtype, value)
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(value, dtype=dtype))
-    if like is not None and isinstance(value, np.generic):
-        value = value.item()
         dtype = np.result_type(like.dtype, value)
         xp = backend.get_array_module(like.data)
         return Tensor(xp.asarray(value, dtype=dtype))
