@@ -280,6 +280,26 @@ def test_backward_without_create_graph_records_nothing():
     assert not x.grad.requires_grad and x.grad.creator is None
 
 
+def test_forward_already_knows_which_inputs_need_a_gradient():
+    # so that a forward pass can skip work for a gradient nobody will ask for
+    seen = []
+
+    class Probe(Function):
+        def forward(self, a, b):
+            seen.append(self.needs_input_grad)
+            return a + b
+
+        def backward(self, gy):
+            return gy, gy
+
+    a, b = tg.tensor([1.0], requires_grad=True), tg.tensor([2.0])
+    Probe()(a, b)
+    Probe()(b, b)
+    with tg.no_grad():
+        Probe()(a, a)
+    assert seen == [(True, False), (False, False), (False, False)]
+
+
 def test_detach_cuts_the_graph_and_shares_the_values():
     x = leaf([1.0, 2.0])
     d = x.detach()

@@ -158,6 +158,30 @@ def test_gradients_hold_when_columns_are_recomputed_in_chunks(op, data):
         assert tg.gradgradcheck(_as_function(op, case), _present(x, weight, bias))
 
 
+def test_columns_are_kept_only_when_the_weight_gradient_will_need_them(monkeypatch):
+    # A frozen weight (a discriminator seen by the generator's step) or no_grad (sampling)
+    # needs no weight gradient, so the forward must not hold the whole batch's columns.
+    from tinygen.kernels import conv_arrays
+
+    kept = []
+    make_columns = conv_arrays.columns
+    monkeypatch.setattr(
+        conv_arrays, "columns", lambda *args: kept.append(1) or make_columns(*args)
+    )
+    x = tg.randn(2, 3, 8, 8, requires_grad=True)
+    weight = tg.randn(4, 3, 3, 3, requires_grad=True)
+    frozen = tg.randn(4, 3, 3, 3)
+    expected = conv2d(x, frozen, padding=1).numpy()
+    with tg.no_grad():
+        conv2d(x, weight, padding=1)
+    y = conv2d(x, frozen, padding=1)  # x still needs its gradient
+    y.sum().backward()
+    assert kept == []
+    np.testing.assert_allclose(y.numpy(), expected)
+    conv2d(x, weight, padding=1).sum().backward()
+    assert kept == [1]
+
+
 # ---------------------------------------------------------------------------
 # Adjointness and shapes
 # ---------------------------------------------------------------------------

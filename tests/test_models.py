@@ -152,6 +152,17 @@ def test_generator_step_leaves_the_discriminator_parameters_unchanged():
     assert any(not np.array_equal(p.numpy(), params_g[k]) for k, p in G.named_parameters())
 
 
+def test_generator_step_computes_no_discriminator_gradient_and_restores_its_flags():
+    G, D, opt_g, _ = small_gan()
+    frozen_by_user = next(iter(D.parameters()))
+    frozen_by_user.requires_grad_(False)
+    generator_step(G, D, opt_g, G(sample_noise(6, 8)))
+    for name, p in D.named_parameters():
+        assert p.grad is None, f"the G step computed a gradient for D's {name}"
+        assert p.requires_grad == (p is not frozen_by_user), name
+    assert all(p.grad is not None for p in G.parameters())  # the gradient went through D
+
+
 def test_gradient_norm_is_the_norm_of_all_parameter_gradients():
     G, D, _, opt_d = small_gan()
     discriminator_step(D, opt_d, tg.rand(4, 1, 28, 28), G(sample_noise(4, 8)))

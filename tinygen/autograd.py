@@ -369,12 +369,15 @@ class Function:
         except ValueError as error:
             raise ValueError(f"{type(self).__name__}: {error}") from None
 
+        # Known before forward runs, so that forward can skip what no gradient will need.
+        recording = is_grad_enabled() and any(x.requires_grad for x in inputs)
+        self.needs_input_grad = tuple(recording and x.requires_grad for x in inputs)
+
         y = self.forward(*arrays)
 
         output = Tensor(y)
-        if is_grad_enabled() and any(x.requires_grad for x in inputs):
+        if recording:
             self.inputs = inputs
-            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
             if output.dtype.kind in "fc":
                 output.requires_grad = True
                 output.creator = self

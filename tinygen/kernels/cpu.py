@@ -170,6 +170,116 @@ _col2im_serial = _compile(_col2im_body, parallel=False)
 
 
 # ---------------------------------------------------------------------------
+# The fused layer kernels (what tinygen/kernels/fused.py runs on numpy arrays)
+# ---------------------------------------------------------------------------
+#
+# Each one makes a single pass over memory, or two or three for batch normalization,
+# where NumPy makes one pass and one fresh array per operator. Serial: they sit between
+# convolutions, whose BLAS threads hold the other core. The arrays arrive C-contiguous,
+# batch normalization's as (N, C, L) with L the product of the trailing dims. Sums are
+# taken in float64; the LLVM flag "reassoc" lets those sums run in vector registers
+# (it changes the order of the additions, not their precision).
+
+
+def _leaky_relu_body(x, y, slope):
+    """y = x where x > 0, else slope * x (x, y flat; slope of x's dtype)."""
+    for i in range(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+def _leaky_relu_grad_body(x, gy, gx, slope):
+    """gx = gy where x > 0, else slope * gy (slope 0 gives ReLU's gradient)."""
+    for i in range(x.size):
+        g = gy[i]
+        gx[i] = g if x[i] > 0 else g * slope
+
+
+def _batch_norm_body(x, gamma, beta, eps, y, xhat, mean, invstd, var):
+    """Per channel c of x (N, C, L): mean, biased var, xhat = (x - mean) * invstd, y = gamma
+    * xhat + beta, with invstd = 1 / sqrt(var + eps). Two passes for the statistics (the
+    variance from the centered values, which loses nothing to cancellation), one to write."""
+    N, C, L = x.shape
+    M = N * L
+    total = np.zeros(C)  # float64
+    for n in range(N):
+        for c in range(C):
+            s = 0.0
+            for i in range(L):
+                s += x[n, c, i]
+            total[c] += s
+    mean64 = total / M
+    squares = np.zeros(C)
+    for n in range(N):
+        for c in range(C):
+            m = mean64[c]
+            s = 0.0
+            for i in range(L):
+                d = x[n, c, i] - m
+                s += d * d
+            squares[c] += s
+    for c in range(C):
+        mean[c] = mean64[c]
+        var[c] = squares[c] / M
+        invstd[c] = 1.0 / np.sqrt(squares[c] / M + eps)
+    for n in range(N):
+        for c in range(C):
+            m, k, g, b = mean[c], invstd[c], gamma[c], beta[c]  # in x's dtype
+            for i in range(L):
+                h = (x[n, c, i] - m) * k
+                xhat[n, c, i] = h
+                y[n, c, i] = h * g + b
+
+
+def _batch_norm_grad_body(gy, xhat, gamma, invstd, gx, ggamma, gbeta, need_gx):
+    """gbeta = sum gy, ggamma = sum gy * xhat (per channel), and, when need_gx,
+    gx = gamma * invstd * (gy - gbeta / M - xhat * ggamma / M)."""
+    N, C, L = gy.shape
+    M = N * L
+    sum_gy = np.zeros(C)
+    sum_gy_xhat = np.zeros(C)
+    for n in range(N):
+        for c in range(C):
+            a = 0.0
+            b = 0.0
+            for i in range(L):
+                g = gy[n, c, i]
+                a += g
+                b += g * xhat[n, c, i]
+            sum_gy[c] += a
+            sum_gy_xhat[c] += b
+    for c in range(C):
+        gbeta[c] = sum_gy[c]
+        ggamma[c] = sum_gy_xhat[c]
+    if not need_gx:
+        return
+    for n in range(N):
+        for c in range(C):
+            k = gamma[c] * invstd[c]
+            a = gbeta[c] / M
+            b = ggamma[c] / M
+            for i in range(L):
+                gx[n, c, i] = k * (gy[n, c, i] - a - xhat[n, c, i] * b)
+
+
+def _compile_fused(fn: Any) -> Any:
+    """A serial kernel with reassociation allowed (see above), cached like the others."""
+    global CACHE_ERROR
+    options = {"cache": CACHE_ERROR is None, "nogil": True, "fastmath": {"reassoc", "contract"}}
+    try:
+        return numba.njit(**options)(fn)
+    except (RuntimeError, OSError) as error:
+        CACHE_ERROR = f"{type(error).__name__}: {error}"
+        return numba.njit(**{**options, "cache": False})(fn)
+
+
+_leaky_relu_kernel = _compile_fused(_leaky_relu_body)
+_leaky_relu_grad_kernel = _compile_fused(_leaky_relu_grad_body)
+_batch_norm_kernel = _compile_fused(_batch_norm_body)
+_batch_norm_grad_kernel = _compile_fused(_batch_norm_grad_body)
+
+
+# ---------------------------------------------------------------------------
 # The public functions (same signature as reference.py, plus `parallel`)
 # ---------------------------------------------------------------------------
 
@@ -237,6 +347,57 @@ def col2im(
 # ---------------------------------------------------------------------------
 
 
+def _flat(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """a as a contiguous 1-D array of this dtype (a view when it already is one)."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+def leaky_relu(x: np.ndarray, slope: float) -> np.ndarray:
+    y = np.empty(x.shape, dtype=x.dtype)
+    _leaky_relu_kernel(_flat(x, x.dtype), y.reshape(-1), x.dtype.type(slope))
+    return y
+
+
+def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray:
+    gx = np.empty(x.shape, dtype=gy.dtype)
+    _leaky_relu_grad_kernel(
+        _flat(x, gy.dtype), _flat(gy, gy.dtype), gx.reshape(-1), gy.dtype.type(slope)
+    )
+    return gx
+
+
+def _as_ncl(x: np.ndarray) -> np.ndarray:
+    """(N, C, *) -> (N, C, L), C-contiguous."""
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+
+
+def batch_norm(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+) -> tuple[np.ndarray, ...]:
+    x3 = _as_ncl(x)
+    C = x.shape[1]
+    y, xhat = np.empty_like(x3), np.empty_like(x3)
+    mean, invstd, var = (np.empty(C, dtype=x.dtype) for _ in range(3))
+    gamma, beta = (_flat(a, x.dtype) for a in (gamma, beta))
+    _batch_norm_kernel(x3, gamma, beta, float(eps), y, xhat, mean, invstd, var)
+    return y.reshape(x.shape), xhat.reshape(x.shape), mean, invstd, var
+
+
+def batch_norm_backward(
+    gy: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, invstd: np.ndarray, need_gx: bool
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    gy3 = _as_ncl(np.asarray(gy, dtype=xhat.dtype))
+    xhat3 = _as_ncl(xhat)
+    C = xhat.shape[1]
+    gx = np.empty_like(gy3) if need_gx else np.empty((0, 0, 0), dtype=xhat.dtype)
+    ggamma, gbeta = np.empty(C, dtype=xhat.dtype), np.empty(C, dtype=xhat.dtype)
+    gamma, invstd = (
+        np.ascontiguousarray(a, dtype=xhat.dtype).reshape(-1) for a in (gamma, invstd)
+    )
+    _batch_norm_grad_kernel(gy3, xhat3, gamma, invstd, gx, ggamma, gbeta, need_gx)
+    return (gx.reshape(xhat.shape) if need_gx else None), ggamma, gbeta
+
+
 def warmup(dtypes: tuple = (np.float32, np.float64)) -> float:
     """Compile (or load from the cache) every kernel for these dtypes; returns seconds taken."""
     start = time.perf_counter()
@@ -246,6 +407,10 @@ def warmup(dtypes: tuple = (np.float32, np.float64)) -> float:
         for parallel in (True, False):
             col = im2col(x, (2, 2), one, one, one, parallel=parallel)
             col2im(col, x.shape, (2, 2), one, one, one, parallel=parallel)
+        leaky_relu_backward(x, leaky_relu(x, 0.2), 0.2)
+        ones = np.ones(1, dtype=dtype)
+        _, xhat, _, invstd, _ = batch_norm(x, ones, ones, 1e-5)
+        batch_norm_backward(x, xhat, ones, invstd, need_gx=True)
     return time.perf_counter() - start
 
 

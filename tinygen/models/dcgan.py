@@ -165,14 +165,23 @@ def generator_step(
         loss_G = BCE(D(G(z)), 1)
 
     instead of minimizing E_z[log(1 - D(G(z)))], whose gradient vanishes exactly when D
-    rejects the fakes confidently, early in training. The backward pass also fills D's
-    `.grad`, but only opt_g steps: D's parameters do not change here (D's next step clears
-    its gradients first).
+    rejects the fakes confidently, early in training. The gradient flows through D to the
+    fake images, but D's own parameters are frozen for this pass (requires_grad off): only
+    opt_g steps, so their gradients would be computed for nothing (PyTorch's DCGAN example
+    computes them and lets D's next step clear them; the result is the same, a third of D's
+    weight-gradient GEMMs slower).
     """
     opt_g.zero_grad()
-    logits_fake = D(fake)  # (N,), with D already updated on this batch
-    loss_g = F.binary_cross_entropy_with_logits(logits_fake, tg.ones_like(logits_fake))
-    loss_g.backward()
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        logits_fake = D(fake)  # (N,), with D already updated on this batch
+        loss_g = F.binary_cross_entropy_with_logits(logits_fake, tg.ones_like(logits_fake))
+        loss_g.backward()
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     grad_norm = gradient_norm(G)  # vanishing here means G gets no signal from D
     opt_g.step()
     return {

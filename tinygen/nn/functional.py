@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from tinygen import backend
 from tinygen.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad
+from tinygen.kernels import fused
 from tinygen.nn.losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -97,42 +98,36 @@ class BatchNormTrain(Function):
         gbeta  = sum gy               ggamma = sum gy * xhat
         gx     = gamma / sqrt(var + eps) * (gy - gbeta / M - xhat * ggamma / M)
 
-    The forward keeps xhat and 1 / sqrt(var + eps) for a plain backward. When
-    the backward is itself recorded (create_graph=True), it recomputes them
-    from x with differentiable operations instead, so that the graph of the
-    gradient reaches x and second derivatives are right.
+    Both directions run as fused kernels (tinygen/kernels/fused.py, where the
+    same formulas are written with arrays); the forward keeps xhat and
+    1 / sqrt(var + eps) for the backward. When the backward is itself recorded
+    (create_graph=True), it recomputes them from x with differentiable
+    operations instead, so that the graph of the gradient reaches x and second
+    derivatives are right.
     """
 
     def __init__(self, eps: float) -> None:
         self.eps = eps
 
     def forward(self, x, gamma, beta):
-        xp = backend.get_array_module(x)
-        axes = _channel_axes(x.ndim)
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # gamma, beta broadcast as (1, C, 1, ...)
-        mean = x.mean(axis=axes, keepdims=True)  # (1, C, 1, ...)
-        xhat = x - mean
-        var = (xhat * xhat).mean(axis=axes, keepdims=True)  # (1, C, 1, ...)
-        invstd = 1.0 / xp.sqrt(var + self.eps)
-        xhat *= invstd  # (x - mean) / sqrt(var + eps), in place: one array fewer
-        y = xhat * gamma.reshape(shape)
-        y += beta.reshape(shape)
-
+        y, xhat, mean, invstd, var = fused.batch_norm(x, gamma, beta, self.eps)
         self.save_for_backward(xhat, invstd)
-        self.batch_mean, self.batch_var = mean.reshape(-1), var.reshape(-1)  # (C,)
-
+        self.batch_mean, self.batch_var = mean, var  # (C,), for the running statistics
         return y
 
     def backward(self, gy):
         x, gamma, _ = self.inputs
+        if not is_grad_enabled():
+            xhat, invstd = self.saved
+            gx, ggamma, gbeta = fused.batch_norm_backward(
+                gy.data, xhat, gamma.data, invstd, need_gx=self.needs_input_grad[0]
+            )
+            return (None if gx is None else Tensor(gx)), Tensor(ggamma), Tensor(gbeta)
+
         axes = _channel_axes(x.ndim)
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         M = x.size // x.shape[1]
-        if is_grad_enabled():
-            xhat, invstd = _normalized(x, axes, self.eps)
-        else:
-            xhat, invstd = (Tensor(a) for a in self.saved)
-
+        xhat, invstd = _normalized(x, axes, self.eps)
         gbeta = sum(gy, axes, keepdims=True)  # (1, C, 1, ...)
         ggamma = sum(gy * xhat, axes, keepdims=True)  # (1, C, 1, ...)
         gx = None

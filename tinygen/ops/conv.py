@@ -84,8 +84,11 @@ class Conv2d(_ConvGeometry, Function):
 
     def forward(self, x, weight, bias=None):
         columns = self.columns
-        if columns is None and conv_arrays.columns_worth_keeping(
-            x.shape, weight.shape, *self.options, x.itemsize
+        weight_grad_needed = self.needs_input_grad[1]
+        if (
+            columns is None
+            and weight_grad_needed
+            and conv_arrays.columns_worth_keeping(x.shape, weight.shape, *self.options, x.itemsize)
         ):
             columns = conv_arrays.columns(x, weight.shape[2:], *self.options[:3])
         y = conv_arrays.conv2d_forward(x, weight, *self.options, columns=columns)
