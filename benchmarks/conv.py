@@ -79,7 +79,7 @@ import numpy as np  # noqa: E402
 
 import tinygen as tg  # noqa: E402
 from benchmarks.gemm import blas_info, gemm_peak  # noqa: E402
-from tinygen import kernels  # noqa: E402
+from tinygen import allocator, kernels  # noqa: E402
 from tinygen.backend import cupy_module, cupy_unavailable_reason  # noqa: E402
 from tinygen.kernels import conv_arrays, reference  # noqa: E402
 from tinygen.kernels.reference import conv_output_size  # noqa: E402
@@ -565,6 +565,7 @@ def environment(torch: Any) -> dict:
         "removed_for_this_run": os.environ.get("TINYGEN_BENCH_RESTARTED", ""),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         **kernels.info(),
+        "malloc": allocator.STATUS,
         "torch": torch.__version__ if torch is not None else None,
     }
     if torch is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import tinygen as tg
-from tinygen import backend, optim
+from tinygen import allocator, backend, optim
 from tinygen.models import dcgan, vae
 
 
@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
         torch = None
 
     report: dict[str, Any] = {"device": args.device, "batch": args.batch, "models": {}}
+    report["malloc"] = allocator.STATUS  # both engines run in this process, on this malloc
     print(f"training throughput on {args.device}, batch {args.batch}, images/s (median of blocks)")
+    print(f"malloc: {allocator.STATUS}")
     for model in ("gan", "vae"):
         engines = {"tinygen": tinygen_steps(model, args.device, args.batch)}
         if torch is not None:

@@ -14,6 +14,7 @@ Neural-network layers live in `tinygen.nn`, optimizers in `tinygen.optim`.
 
 import numpy as _np
 
+from tinygen import allocator as _allocator
 from tinygen import ops
 from tinygen.autograd import (
     Function,
@@ -85,5 +86,8 @@ from tinygen.ops import (
 
 float32 = _np.float32
 float64 = _np.float64
+
+# glibc: reuse freed memory rather than fault it in again every step (see allocator.py)
+_allocator.keep_freed_memory()
 
 __version__ = "0.1.0"

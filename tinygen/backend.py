@@ -162,4 +162,7 @@ def info() -> dict:
     report["cupy"] = cp.__version__ if cp is not None else None
     report["gpu"] = "available" if cp is not None else f"unavailable ({_cupy_error})"
     report["TINYGEN_KERNELS"] = os.environ.get("TINYGEN_KERNELS", "auto")
+    from tinygen import allocator
+
+    report["malloc"] = allocator.STATUS
     return report

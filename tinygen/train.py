@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 import tinygen as tg
-from tinygen import backend, checkpoint, optim, viz
+from tinygen import backend, checkpoint, kernels, optim, viz
 from tinygen.data import DataLoader, load_dataset
 from tinygen.models import dcgan, vae
 
@@ -283,6 +283,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     _truncate_records(epochs_path, "epoch", start_epoch)
 
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True)
+    if config.device == "cpu":
+        # load the compiled kernels now, not in the first timed epoch
+        kernels.warmup(("float32",), threaded=False)
     throughput = []
     stats: dict[str, float] = {}
     with open(metrics_path, "a") as metrics:

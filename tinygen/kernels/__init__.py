@@ -14,7 +14,9 @@ an index out of range) and hand the work to one of the three:
 
 `info()` reports which is active and why; `warmup()` compiles the kernels
 ahead of the first convolution; `clear_cache()` deletes Numba's cached code.
-The convolutions built on these kernels are in conv_arrays.py.
+The convolutions built on these kernels are in conv_arrays.py. fused.py
+dispatches the same way for the layers between convolutions (batch
+normalization and the rectifiers), with its Numba kernels also in cpu.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import importlib
 import os
 import warnings
 from typing import Any
+
+import numpy as np
 
 from tinygen.backend import cupy_unavailable_reason, is_cupy_array
 from tinygen.kernels import reference
@@ -218,14 +222,17 @@ def info() -> dict:
     return report
 
 
-def warmup() -> float:
-    """Compile the Numba kernels (or load them from the cache) now; returns seconds taken.
+def warmup(dtypes: tuple = ("float32", "float64"), threaded: bool = True) -> float:
+    """Compile the Numba kernels for these dtypes (or load them from the cache) now; returns
+    seconds taken. threaded=False skips the parallel im2col/col2im (unused by default).
 
     Without it, the first convolution pays the compile time (several seconds
     the first time, well under one when the cache is warm).
     """
     cpu = _cpu_module()
-    return cpu.warmup() if cpu is not None else 0.0
+    if cpu is None:
+        return 0.0
+    return cpu.warmup(tuple(np.dtype(d) for d in dtypes), threaded=threaded)
 
 
 def clear_cache() -> int:

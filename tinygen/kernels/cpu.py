@@ -1,4 +1,4 @@
-"""im2col and col2im compiled by Numba: the fast CPU path.
+"""im2col and col2im compiled by Numba: the fast CPU path (and, at the end, fused.py's kernels).
 
 Same arguments, same column layout and same results (to the last bit in
 float64) as reference.py, whose docstring holds the notation and the index
@@ -398,13 +398,16 @@ def batch_norm_backward(
     return (gx.reshape(xhat.shape) if need_gx else None), ggamma, gbeta
 
 
-def warmup(dtypes: tuple = (np.float32, np.float64)) -> float:
-    """Compile (or load from the cache) every kernel for these dtypes; returns seconds taken."""
+def warmup(dtypes: tuple = (np.float32, np.float64), threaded: bool = True) -> float:
+    """Compile (or load from the cache) every kernel for these dtypes; returns seconds taken.
+
+    threaded=False leaves out the parallel im2col/col2im, which only run when asked for.
+    """
     start = time.perf_counter()
     one = (1, 1)
     for dtype in dtypes:
         x = np.zeros((1, 1, 2, 2), dtype=dtype)
-        for parallel in (True, False):
+        for parallel in (True, False) if threaded else (False,):
             col = im2col(x, (2, 2), one, one, one, parallel=parallel)
             col2im(col, x.shape, (2, 2), one, one, one, parallel=parallel)
         leaky_relu_backward(x, leaky_relu(x, 0.2), 0.2)
