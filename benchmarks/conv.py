@@ -33,6 +33,14 @@ it; with 2 threads, the wall clock. On a GPU (cupy importable) the same table
 runs on cupy arrays (and torch CUDA), the device synchronized before every clock
 reading.
 
+Settling: after a call, the idle threads of a thread pool keep spinning for a
+while before they sleep (OpenBLAS's for up to about 0.1 s), holding a core that
+the next call, timed with 2 threads, needs. Seen here: the 2-thread GEMM peak
+read 106 GFLOP/s right after the parallel Numba kernels and 190 when measured
+alone. So with 2 or more threads each timed call waits --settle seconds, then
+runs once untimed (the sleep put the function's own pools to sleep too: torch
+then took 10 ms for a 0.2 ms layer), then runs timed.
+
 OpenBLAS: when OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) is set, OpenBLAS may run
 the kernel of an older core, much slower than this CPU allows, while PyTorch
 uses its own. Launched from the command line, this benchmark restarts itself
@@ -269,8 +277,13 @@ def _summary(seconds: list[float]) -> dict:
     }
 
 
-def time_interleaved(functions: dict, repeats: int, clock: Clock) -> dict:
-    """Run each function twice to warm up, then `repeats` rounds of one call of each in turn."""
+def time_interleaved(functions: dict, repeats: int, clock: Clock, settle: float = 0.0) -> dict:
+    """Run each function twice to warm up, then `repeats` rounds of one call of each in turn.
+
+    With `settle` > 0, each timed call comes after `settle` seconds of sleep, which let
+    the thread pools of the function before it stop spinning, and one untimed call of
+    the same function, which wakes its own pools (see --settle).
+    """
     for fn in functions.values():
         fn()
         fn()
@@ -278,6 +291,9 @@ def time_interleaved(functions: dict, repeats: int, clock: Clock) -> dict:
     cpu = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
+            if settle:
+                time.sleep(settle)
+                fn()
             w0, c0 = clock.read()
             fn()
             w1, c1 = clock.read()
@@ -354,6 +370,7 @@ def run_table(
     clock: Clock,
     xp: Any = np,
     torch_device: str = "cpu",
+    settle: float = 0.0,
 ) -> list[dict]:
     rows = []
     for layer in layer_list:
@@ -379,7 +396,7 @@ def run_table(
                 functions["torch"] = torch_functions(layer, arrays, mode, torch, torch_device)
             if with_reference:
                 functions["reference"] = _with_reference_kernels(functions["tinygen"])
-            timings = time_interleaved(functions, repeats, clock)
+            timings = time_interleaved(functions, repeats, clock, settle)
             ours = timings["tinygen"][clock_name]["median_ms"]
             gflops = flop_factor * layer.flops() / (ours / 1e3) / 1e9
             entry = {"timings": timings, "gflop_per_s": gflops, "fraction_of_peak": gflops / peak}
@@ -492,7 +509,9 @@ def _kernel_functions(cpu: Any, x: np.ndarray, k: tuple, options: tuple) -> dict
     }
 
 
-def run_kernel_table(layer_list: list[Layer], repeats: int, clock_name: str) -> list[dict]:
+def run_kernel_table(
+    layer_list: list[Layer], repeats: int, clock_name: str, settle: float = 0.0
+) -> list[dict]:
     """im2col and col2im on one batch chunk of each layer: reference, Numba serial, parallel."""
     from tinygen.kernels import cpu
 
@@ -512,7 +531,7 @@ def run_kernel_table(layer_list: list[Layer], repeats: int, clock_name: str) -> 
         x = np.random.default_rng(0).standard_normal((chunk, *x_shape[1:]), dtype=np.float32)
         k = weight_shape[2:]
         functions = _kernel_functions(cpu, x, k, options)
-        timings = time_interleaved(functions, repeats, clock)
+        timings = time_interleaved(functions, repeats, clock, settle)
         med = {name: t[clock_name]["median_ms"] for name, t in timings.items()}
         rows.append(
             {
@@ -610,6 +629,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--gpu-only", action="store_true", help="skip the CPU tables (on a machine with a GPU)"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.1,
+        help="seconds of sleep before each timed call with 2+ threads (default 0.1)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
 
@@ -630,6 +655,8 @@ def main(argv: list[str] | None = None) -> dict:
     for threads in [] if args.gpu_only else args.threads:
         limits = set_threads(threads, torch)
         clock_name = "cpu" if threads == 1 else "wall"
+        settle = args.settle if threads > 1 else 0.0
+        time.sleep(settle)  # the last table's threads (Numba's, torch's) stop spinning first
         peak = gemm_peak(clock=time.thread_time if clock_name == "cpu" else time.perf_counter)
         print(
             f"\n== CPU, {threads} thread(s): float32 GEMM peak {peak:.1f} GFLOP/s "
@@ -639,7 +666,14 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(HEADER)
         rows = run_table(
-            layer_list, args.repeats, torch, not args.no_reference, peak, clock_name, Clock()
+            layer_list,
+            args.repeats,
+            torch,
+            not args.no_reference,
+            peak,
+            clock_name,
+            Clock(),
+            settle=settle,
         )
         section: dict[str, Any] = {
             "gemm_peak_gflop_per_s": peak,
@@ -648,7 +682,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if not args.no_kernels:
             print(f"\n-- im2col / col2im alone, {threads} thread(s)")
-            section["kernels"] = run_kernel_table(layer_list, args.repeats, clock_name)
+            section["kernels"] = run_kernel_table(layer_list, args.repeats, clock_name, settle)
         report["cpu"][str(threads)] = section
         limits.unregister()
 
