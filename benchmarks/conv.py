@@ -89,7 +89,7 @@ import tinygen as tg  # noqa: E402
 from benchmarks.gemm import blas_info, gemm_peak  # noqa: E402
 from tinygen import allocator, kernels  # noqa: E402
 from tinygen.backend import cupy_module, cupy_unavailable_reason  # noqa: E402
-from tinygen.kernels import conv_arrays, reference  # noqa: E402
+from tinygen.kernels import conv_arrays, lanes, reference  # noqa: E402
 from tinygen.kernels.reference import conv_output_size  # noqa: E402
 from tinygen.ops.conv import conv2d, conv_transpose2d  # noqa: E402
 
@@ -307,15 +307,17 @@ def tinygen_functions(layer: Layer, arrays: dict, mode: str) -> Any:
     options = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
     x, w, b, gy = arrays["x"], arrays["w"], arrays.get("b"), arrays["gy"]
 
+    # lanes.threads(): as many lanes as BLAS has threads, as in tinygen's training loop
     def forward():
-        with tg.no_grad():
+        with lanes.threads(), tg.no_grad():
             return op(tg.Tensor(x), tg.Tensor(w), None if b is None else tg.Tensor(b), **options)
 
     def forward_backward():
-        leaves = [tg.Tensor(a, requires_grad=True) for a in (x, w, b) if a is not None]
-        y = op(*leaves[:2], leaves[2] if b is not None else None, **options)
-        y.backward(tg.Tensor(gy))
-        return [t.grad for t in leaves]
+        with lanes.threads():
+            leaves = [tg.Tensor(a, requires_grad=True) for a in (x, w, b) if a is not None]
+            y = op(*leaves[:2], leaves[2] if b is not None else None, **options)
+            y.backward(tg.Tensor(gy))
+            return [t.grad for t in leaves]
 
     return forward if mode == "fwd" else forward_backward
 
@@ -376,6 +378,10 @@ def run_table(
     for layer in layer_list:
         arrays = make_arrays(layer, xp)
         x_conv, w_conv = layer.conv2d_geometry()
+        with lanes.threads():
+            plan = conv_arrays.plan(
+                x_conv, w_conv, (layer.stride,) * 2, (layer.padding,) * 2, (layer.dilation,) * 2, 1
+            )
         row: dict[str, Any] = {
             "layer": layer.name,
             "op": layer.op,
@@ -386,9 +392,7 @@ def run_table(
             "dilation": layer.dilation,
             "bias": layer.bias,
             "gflop_forward": layer.flops() / 1e9,
-            **conv_arrays.plan(
-                x_conv, w_conv, (layer.stride,) * 2, (layer.padding,) * 2, (layer.dilation,) * 2, 1
-            ),
+            **plan,
         }
         for mode, flop_factor in (("fwd", 1), ("fwd+bwd", 3)):
             functions = {"tinygen": tinygen_functions(layer, arrays, mode)}

@@ -48,6 +48,7 @@ import torch.nn.functional as tF
 import tinygen as tg
 from tinygen import metrics, viz
 from tinygen.data import DataLoader, load_dataset
+from tinygen.kernels import lanes
 from tinygen.models.vae import LOGVAR_MAX, LOGVAR_MIN
 from tinygen.train import RunConfig, evaluate_gan, evaluate_vae, make_trainer
 
@@ -339,7 +340,8 @@ def time_steps(config: RunConfig, steps: int) -> dict:
         for engine in ENGINES:
             cpu, wall = time.process_time(), time.perf_counter()
             if engine == "tinygen":
-                ours.step(tg.tensor(images), i)
+                with lanes.threads():  # as tinygen's training loop runs
+                    ours.step(tg.tensor(images), i)
             elif config.model == "gan":
                 twin.gan_step(torch.from_numpy(images))
             else:

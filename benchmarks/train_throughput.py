@@ -30,6 +30,7 @@ import numpy as np
 
 import tinygen as tg
 from tinygen import allocator, backend, optim
+from tinygen.kernels import lanes
 from tinygen.models import dcgan, vae
 
 
@@ -50,11 +51,24 @@ def tinygen_steps(model: str, device: str, batch: int) -> Any:
         opt_g = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         real = tg.tensor(images * 2 - 1).to(device)
-        return lambda n: [dcgan.gan_step(G, D, opt_g, opt_d, real) for _ in range(n)]
-    net = vae.ConvVAE().to(device)
-    opt = optim.Adam(net.parameters(), lr=1e-3)
-    x = tg.tensor(images).to(device)
-    return lambda n: [vae.vae_step(net, opt, x) for _ in range(n)]
+
+        def step() -> None:
+            dcgan.gan_step(G, D, opt_g, opt_d, real)
+
+    else:
+        net = vae.ConvVAE().to(device)
+        opt = optim.Adam(net.parameters(), lr=1e-3)
+        x = tg.tensor(images).to(device)
+
+        def step() -> None:
+            vae.vae_step(net, opt, x)
+
+    def run(n: int) -> None:
+        with lanes.threads():  # as tinygen's training loop runs (tinygen/train.py)
+            for _ in range(n):
+                step()
+
+    return run
 
 
 def torch_steps(model: str, device: str, batch: int, torch: Any) -> Any:

@@ -44,6 +44,7 @@ import numpy as np
 import tinygen as tg
 from tinygen import backend, checkpoint, kernels, optim, viz
 from tinygen.data import DataLoader, load_dataset
+from tinygen.kernels import lanes
 from tinygen.models import dcgan, vae
 
 MODELS = ("gan", "vae")
@@ -288,7 +289,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         kernels.warmup(("float32",), threaded=False)
     throughput = []
     stats: dict[str, float] = {}
-    with open(metrics_path, "a") as metrics:
+    # lanes.threads(): the convolutions share the batch out between the CPU's threads, BLAS
+    # at one thread each (tinygen/kernels/lanes.py says why); BLAS's threads come back after.
+    with open(metrics_path, "a") as metrics, lanes.threads():
         for epoch in range(start_epoch, config.epochs):
             for module in trainer.modules().values():
                 module.train()

@@ -14,7 +14,8 @@ an index out of range) and hand the work to one of the three:
 
 `info()` reports which is active and why; `warmup()` compiles the kernels
 ahead of the first convolution; `clear_cache()` deletes Numba's cached code.
-The convolutions built on these kernels are in conv_arrays.py. fused.py
+The convolutions built on these kernels are in conv_arrays.py, which on
+the CPU can share a batch out between threads (lanes.py). fused.py
 dispatches the same way for the layers between convolutions (batch
 normalization and the rectifiers), with its Numba kernels also in cpu.py.
 """

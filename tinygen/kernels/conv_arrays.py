@@ -30,13 +30,17 @@ one thread, OpenBLAS):
 The price is one transposed copy of y (or gy) between (N, C_out, L) and
 (C_out, N*L), cheap next to the GEMM.
 
+Batch chunks and lanes: im2col works on the batch a chunk of images at a
+time, chunks small enough for their columns to stay in cache
+(COLUMN_BUDGET_BYTES). Inside `lanes.threads()` the chunks are shared out
+between lanes (lanes.py): each thread runs im2col, GEMM and col2im for its
+own chunks with a single-threaded BLAS.
+
 Memory: when the whole batch's columns fit KEEP_COLUMNS_BYTES, the forward
-pass keeps them for the weight gradient (ops/conv.py passes them back as
-`columns=`), so im2col runs once per step. Larger ones are never held: the
-batch is processed in chunks whose column buffer stays under
-`COLUMN_BUDGET_BYTES` (in cache), and the backward pass recomputes im2col
-chunk by chunk. Two shapes skip im2col entirely because their columns are
-the input itself:
+pass keeps them, chunk by chunk, for the weight gradient (ops/conv.py passes
+them back as `columns=`), so im2col runs once per step. Larger ones are never
+held: the backward pass recomputes them chunk by chunk. Two shapes skip
+im2col entirely because their columns are the input itself:
 
 - a 1x1 kernel with stride 1 and no padding: y[n] = W @ x[n], per image;
 - a kernel covering the whole (unpadded) input, OH = OW = 1:
@@ -48,7 +52,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinygen.backend import get_array_module
-from tinygen.kernels import col2im, im2col
+from tinygen.kernels import col2im, im2col, lanes
 from tinygen.kernels.reference import Pair, conv_output_size
 
 # The largest column buffer one batch chunk may use (at least one image is always taken).
@@ -61,19 +65,47 @@ COLUMN_BUDGET_BYTES = 4 << 20
 # DCGAN-G2, even on DCGAN-D2 (12.25 MiB of columns).
 KEEP_COLUMNS_BYTES = 16 << 20
 
+# Columns smaller than this (whole batch) stay in one lane: handing work to another thread
+# costs tens of microseconds, about what im2col takes on 256 KiB.
+LANE_MIN_BYTES = 256 << 10
+
 
 def column_bytes(
-    x_shape: tuple, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, itemsize: int
+    x_shape: tuple,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    itemsize: int,
+    lanes: int = 1,
 ) -> tuple[int, int]:
-    """(bytes of one image's columns, images per chunk) for a convolution of this geometry."""
+    """(bytes of one image's columns, images per chunk) for a convolution of this geometry.
+
+    Chunks hold as many images as COLUMN_BUDGET_BYTES allows (at least one), all of
+    (nearly) equal size, and there are at least `lanes` of them when the batch and its
+    columns (LANE_MIN_BYTES) are large enough to give every lane work.
+    """
     N, C, H, W = x_shape
     OH = conv_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0])
     OW = conv_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1])
     per_image = C * kernel_size[0] * kernel_size[1] * OH * OW * itemsize
     largest = max(1, min(N, COLUMN_BUDGET_BYTES // max(per_image, 1)))
     pieces = -(-N // largest)  # ceil: as few chunks as the budget allows, ...
+    if lanes > 1 and per_image * N >= LANE_MIN_BYTES:
+        pieces = max(pieces, min(lanes, N))  # ... but one for each lane, ...
     chunk = -(-N // max(pieces, 1))  # ... of equal size (64 images: 16+16+16+16, not 20+20+20+4)
     return per_image, max(chunk, 1)
+
+
+def batch_chunks(x_shape: tuple, chunk: int) -> list[tuple[int, int]]:
+    """[(n0, n1), ...]: the batch cut into chunks of `chunk` images (the last may be short)."""
+    N = x_shape[0]
+    return [(n0, min(N, n0 + chunk)) for n0 in range(0, N, chunk)]
+
+
+def _lane_count(xp: Any) -> int:
+    """Lanes for a convolution on arrays of module xp (always 1 for cupy: the GPU runs it)."""
+    return lanes.count() if xp.__name__ == "numpy" else 1
 
 
 def plan(
@@ -87,9 +119,9 @@ def plan(
 ) -> dict:
     """How conv2d_forward will compute this convolution: its path and its column buffer.
 
-    Returns {"path": "im2col" | "pointwise" | "whole-input", "images_per_chunk",
+    Returns {"path": "im2col" | "pointwise" | "whole-input", "lanes", "images_per_chunk",
     "column_bytes_per_chunk", "column_bytes_whole_batch"} (0 bytes on the two
-    paths that need no columns).
+    paths that need no columns), for numpy arrays with the lanes in force now.
     """
     N, _, H, W = x_shape
     kernel_size = tuple(weight_shape[2:])
@@ -99,10 +131,14 @@ def plan(
         path = "pointwise"
     else:
         path = "im2col"
-    per_image, chunk = column_bytes(x_shape, kernel_size, stride, padding, dilation, itemsize)
+    n_lanes = lanes.count() if path == "im2col" else 1
+    per_image, chunk = column_bytes(
+        x_shape, kernel_size, stride, padding, dilation, itemsize, n_lanes
+    )
     uses_columns = path == "im2col"
     return {
         "path": path,
+        "lanes": n_lanes,
         "images_per_chunk": chunk if uses_columns else N,
         "column_bytes_per_chunk": per_image * chunk if uses_columns else 0,
         "column_bytes_whole_batch": per_image * N if uses_columns else 0,
@@ -123,9 +159,17 @@ def columns_worth_keeping(
     return info["path"] == "im2col" and info["column_bytes_whole_batch"] <= KEEP_COLUMNS_BYTES
 
 
-def columns(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Any:
-    """im2col of the whole batch: (N, C, H, W) -> (C*KH*KW, N*OH*OW), to pass as `columns=`."""
-    return im2col(x, kernel_size, stride, padding, dilation)
+def columns(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair) -> list:
+    """im2col of the whole batch, kept chunk by chunk: [(n0, n1, col), ...], where col is
+    im2col(x[n0:n1]) of shape (C*KH*KW, (n1-n0)*OH*OW). To pass back as `columns=`."""
+    n_lanes, chunks = _plan_chunks(x, kernel_size, stride, padding, dilation, None)
+
+    def lane(run: list) -> list:
+        return [
+            (n0, n1, im2col(x[n0:n1], kernel_size, stride, padding, dilation)) for n0, n1 in run
+        ]
+
+    return [kept for lane_columns in lanes.run(lane, chunks, n_lanes) for kept in lane_columns]
 
 
 def _is_pointwise(kernel_size: Pair, stride: Pair, padding: Pair, groups: int) -> bool:
@@ -150,28 +194,37 @@ def _is_whole_input(
     )
 
 
-def _chunks(N: int, chunk: int):
-    for n0 in range(0, N, chunk):
-        yield n0, min(N, n0 + chunk)
+def _plan_chunks(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, columns):
+    """(lanes, chunks): the kept columns' chunks when there are some, else a fresh plan."""
+    n_lanes = _lane_count(get_array_module(x))
+    if columns is not None:
+        return n_lanes, [(n0, n1) for n0, n1, _ in columns]
+    _, chunk = column_bytes(x.shape, kernel_size, stride, padding, dilation, x.itemsize, n_lanes)
+    return n_lanes, batch_chunks(x.shape, chunk)
 
 
-def _column_chunks(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair):
-    """Yield (n0, n1, col) with col = im2col(x[n0:n1]), (C*KH*KW, Nc*OH*OW), batch chunk by chunk.
+def _column_chunks(
+    x: Any, run: list, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, columns
+):
+    """Yield (n0, n1, col) for one lane's run of chunks, col = im2col(x[n0:n1]) of shape
+    (C*KH*KW, (n1-n0)*OH*OW): the kept columns when there are some, else computed here.
 
-    The chunks are small enough for their columns to stay in cache, and all of them are
-    written into one buffer, allocated once: a chunk's columns are only valid until the next.
+    Computed columns are all written into one buffer, allocated once per lane: a chunk's
+    columns are only valid until the next.
     """
+    if columns is not None:
+        kept = {(n0, n1): col for n0, n1, col in columns}
+        for n0, n1 in run:
+            yield n0, n1, kept[(n0, n1)]
+        return
     xp = get_array_module(x)
-    C = x.shape[1]
-    KH, KW = kernel_size
-    _, chunk = column_bytes(x.shape, kernel_size, stride, padding, dilation, x.itemsize)
-    OH = conv_output_size(x.shape[2], KH, stride[0], padding[0], dilation[0])
-    OW = conv_output_size(x.shape[3], KW, stride[1], padding[1], dilation[1])
-    L = OH * OW
-    buffer = xp.empty(C * KH * KW * chunk * L, dtype=x.dtype)
-    for n0, n1 in _chunks(x.shape[0], chunk):
-        rows, cols = C * KH * KW, (n1 - n0) * L
-        out = buffer[: rows * cols].reshape(rows, cols)
+    rows = x.shape[1] * kernel_size[0] * kernel_size[1]
+    OH = conv_output_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
+    OW = conv_output_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
+    largest = max(n1 - n0 for n0, n1 in run)
+    buffer = xp.empty(rows * largest * OH * OW, dtype=x.dtype)
+    for n0, n1 in run:
+        out = buffer[: rows * (n1 - n0) * OH * OW].reshape(rows, (n1 - n0) * OH * OW)
         yield n0, n1, im2col(x[n0:n1], kernel_size, stride, padding, dilation, out=out)
 
 
@@ -187,7 +240,7 @@ def conv2d_forward(
     """y = conv2d(x, weight): (N, C, H, W), (C_out, Cg, KH, KW) -> (N, C_out, OH, OW).
 
     `columns`, when given, is im2col of the whole x (from `columns()`), used instead of
-    computing it again chunk by chunk.
+    computing it again.
     """
     xp = get_array_module(x, weight)
     N, C, H, W = x.shape
@@ -208,14 +261,15 @@ def conv2d_forward(
 
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
     y = xp.empty((N, C_out, L), dtype=x.dtype)
-    if columns is not None:
-        y_all = xp.matmul(W3, columns.reshape(G, Cg * KH * KW, N * L))  # (G, C_out/G, N*L)
-        y[...] = y_all.reshape(C_out, N, L).transpose(1, 0, 2)  # (N, C_out, L)
-        return y.reshape(N, C_out, OH, OW)
-    for n0, n1, col in _column_chunks(x, (KH, KW), stride, padding, dilation):
-        Nc = n1 - n0
-        yc = xp.matmul(W3, col.reshape(G, Cg * KH * KW, Nc * L))  # (G, C_out/G, Nc*L)
-        y[n0:n1] = yc.reshape(C_out, Nc, L).transpose(1, 0, 2)  # (Nc, C_out, L)
+    n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
+
+    def lane(run: list) -> None:
+        for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
+            Nc = n1 - n0
+            yc = xp.matmul(W3, col.reshape(G, Cg * KH * KW, Nc * L))  # (G, C_out/G, Nc*L)
+            y[n0:n1] = yc.reshape(C_out, Nc, L).transpose(1, 0, 2)  # (Nc, C_out, L)
+
+    lanes.run(lane, chunks, n_lanes)
     return y.reshape(N, C_out, OH, OW)
 
 
@@ -255,22 +309,30 @@ def conv2d_backward_input(
 
     W3t = W2.reshape(G, C_out // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, Cg*KH*KW, C_out/G)
     gx = xp.empty((N, C, H, W), dtype=gy.dtype)
-    _, chunk = column_bytes((N, C, H, W), (KH, KW), stride, padding, dilation, gy.itemsize)
-    buffer = xp.empty(C * KH * KW * chunk * L, dtype=gy.dtype)  # every chunk's gcol, in turn
-    for n0, n1 in _chunks(N, chunk):
-        Nc = n1 - n0
-        gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
-        gcol = buffer[: C * KH * KW * Nc * L].reshape(G, Cg * KH * KW, Nc * L)
-        xp.matmul(W3t, gyT.reshape(G, C_out // G, Nc * L), out=gcol)  # (G, Cg*KH*KW, Nc*L)
-        col2im(
-            gcol.reshape(C * KH * KW, Nc * L),
-            (Nc, C, H, W),
-            (KH, KW),
-            stride,
-            padding,
-            dilation,
-            out=gx[n0:n1],
-        )  # (Nc, C, H, W)
+    n_lanes = _lane_count(xp)
+    _, chunk = column_bytes(
+        (N, C, H, W), (KH, KW), stride, padding, dilation, gy.itemsize, n_lanes
+    )
+
+    def lane(run: list) -> None:
+        largest = max(n1 - n0 for n0, n1 in run)
+        buffer = xp.empty(C * KH * KW * largest * L, dtype=gy.dtype)  # each chunk's gcol in turn
+        for n0, n1 in run:
+            Nc = n1 - n0
+            gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
+            gcol = buffer[: C * KH * KW * Nc * L].reshape(G, Cg * KH * KW, Nc * L)
+            xp.matmul(W3t, gyT.reshape(G, C_out // G, Nc * L), out=gcol)  # (G, Cg*KH*KW, Nc*L)
+            col2im(
+                gcol.reshape(C * KH * KW, Nc * L),
+                (Nc, C, H, W),
+                (KH, KW),
+                stride,
+                padding,
+                dilation,
+                out=gx[n0:n1],
+            )  # (Nc, C, H, W)
+
+    lanes.run(lane, batch_chunks((N, C, H, W), chunk), n_lanes)
     return gx
 
 
@@ -286,7 +348,7 @@ def conv2d_backward_weight(
 ) -> Any:
     """gW of conv2d: x (N, C, H, W), gy (N, C_out, OH, OW) -> gW (C_out, Cg, KH, KW).
 
-    `columns`, when given, is im2col of the whole x, kept from the forward pass.
+    `columns`, when given, is im2col of the whole x, kept from the forward pass (`columns()`).
     """
     xp = get_array_module(x, gy)
     N, C, H, W = x.shape
@@ -306,19 +368,23 @@ def conv2d_backward_weight(
         gW = _gy_as_matrix(gy, xp) @ xT.reshape(C, N * L).T  # (C_out, C)
         return gW.reshape(C_out, C, 1, 1)
 
-    if columns is not None:
-        gyT = _gy_as_matrix(gy, xp).reshape(G, C_out // G, N * L)  # (G, C_out/G, N*L)
-        col3 = columns.reshape(G, Cg * KH * KW, N * L)  # (G, Cg*KH*KW, N*L)
-        gW = _weight_gemm(gyT, col3, xp)  # (G, C_out/G, Cg*KH*KW)
-        return gW.reshape(C_out, Cg, KH, KW)
+    n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
 
-    gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
-    for n0, n1, col in _column_chunks(x, (KH, KW), stride, padding, dilation):
-        Nc = n1 - n0
-        gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
-        col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
-        gW += _weight_gemm(gyT.reshape(G, C_out // G, Nc * L), col3, xp)
-        # (G, C_out/G, Cg*KH*KW)
+    def lane(run: list) -> Any:
+        """This lane's share of gW: the sum over its chunks, in order."""
+        gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
+        for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
+            Nc = n1 - n0
+            gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
+            col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
+            gW += _weight_gemm(gyT.reshape(G, C_out // G, Nc * L), col3, xp)
+            # (G, C_out/G, Cg*KH*KW)
+        return gW
+
+    shares = lanes.run(lane, chunks, n_lanes)
+    gW = shares[0]
+    for share in shares[1:]:  # in lane order: the same sum whichever lane ended first
+        gW += share
     return gW.reshape(C_out, Cg, KH, KW)
 
 
