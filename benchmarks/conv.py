@@ -34,12 +34,14 @@ runs on cupy arrays (and torch CUDA), the device synchronized before every clock
 reading.
 
 Settling: after a call, the idle threads of a thread pool keep spinning for a
-while before they sleep (OpenBLAS's for up to about 0.1 s), holding a core that
-the next call, timed with 2 threads, needs. Seen here: the 2-thread GEMM peak
-read 106 GFLOP/s right after the parallel Numba kernels and 190 when measured
-alone. So with 2 or more threads each timed call waits --settle seconds, then
-runs once untimed (the sleep put the function's own pools to sleep too: torch
-then took 10 ms for a 0.2 ms layer), then runs timed.
+while before they sleep, holding cores that the next call, timed with 2
+threads, needs. Seen here: tinygen's DCGAN-D2 forward pass in lanes took 6.7 ms
+alone, 11.7 ms right after a torch call (torch's OpenMP threads still
+spinning) and 9.2 ms 5 ms after it; the 2-thread GEMM peak read 106 GFLOP/s
+right after the parallel Numba kernels and 190 alone. So with 2 or more
+threads each timed call waits --settle seconds (0.02), runs once untimed
+(which wakes its own pools), then runs timed. A longer sleep is no better: after
+0.1 s idle both engines ran slower again.
 
 OpenBLAS: when OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) is set, OpenBLAS may run
 the kernel of an older core, much slower than this CPU allows, while PyTorch
@@ -307,17 +309,15 @@ def tinygen_functions(layer: Layer, arrays: dict, mode: str) -> Any:
     options = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
     x, w, b, gy = arrays["x"], arrays["w"], arrays.get("b"), arrays["gy"]
 
-    # lanes.threads(): as many lanes as BLAS has threads, as in tinygen's training loop
     def forward():
-        with lanes.threads(), tg.no_grad():
+        with tg.no_grad():
             return op(tg.Tensor(x), tg.Tensor(w), None if b is None else tg.Tensor(b), **options)
 
     def forward_backward():
-        with lanes.threads():
-            leaves = [tg.Tensor(a, requires_grad=True) for a in (x, w, b) if a is not None]
-            y = op(*leaves[:2], leaves[2] if b is not None else None, **options)
-            y.backward(tg.Tensor(gy))
-            return [t.grad for t in leaves]
+        leaves = [tg.Tensor(a, requires_grad=True) for a in (x, w, b) if a is not None]
+        y = op(*leaves[:2], leaves[2] if b is not None else None, **options)
+        y.backward(tg.Tensor(gy))
+        return [t.grad for t in leaves]
 
     return forward if mode == "fwd" else forward_backward
 
@@ -378,10 +378,9 @@ def run_table(
     for layer in layer_list:
         arrays = make_arrays(layer, xp)
         x_conv, w_conv = layer.conv2d_geometry()
-        with lanes.threads():
-            plan = conv_arrays.plan(
-                x_conv, w_conv, (layer.stride,) * 2, (layer.padding,) * 2, (layer.dilation,) * 2, 1
-            )
+        plan = conv_arrays.plan(
+            x_conv, w_conv, (layer.stride,) * 2, (layer.padding,) * 2, (layer.dilation,) * 2, 1
+        )
         row: dict[str, Any] = {
             "layer": layer.name,
             "op": layer.op,
@@ -636,8 +635,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--settle",
         type=float,
-        default=0.1,
-        help="seconds of sleep before each timed call with 2+ threads (default 0.1)",
+        default=0.02,
+        help="seconds of sleep before each timed call with 2+ threads (default 0.02)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -669,16 +668,21 @@ def main(argv: list[str] | None = None) -> dict:
             "torch and tinygen (Numba) / tinygen (reference kernels)"
         )
         print(HEADER)
-        rows = run_table(
-            layer_list,
-            args.repeats,
-            torch,
-            not args.no_reference,
-            peak,
-            clock_name,
-            Clock(),
-            settle=settle,
-        )
+        # tinygen as its training loop runs it: in lanes, as many as BLAS had threads, BLAS
+        # at one thread (tinygen/kernels/lanes.py). Entered once for the whole table: each
+        # exit gives OpenBLAS its threads back, and they spin for a while. torch has its own
+        # BLAS and threads, which this leaves alone.
+        with lanes.threads():
+            rows = run_table(
+                layer_list,
+                args.repeats,
+                torch,
+                not args.no_reference,
+                peak,
+                clock_name,
+                Clock(),
+                settle=settle,
+            )
         section: dict[str, Any] = {
             "gemm_peak_gflop_per_s": peak,
             "clock": clock_name,
