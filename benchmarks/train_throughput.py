@@ -1,7 +1,7 @@
 """Training throughput of DCGAN-28 and ConvVAE-28: images per second, tinygen beside torch.
 
+    python -m benchmarks.train_throughput                         # on the CPU, 2 threads
     python -m benchmarks.train_throughput --device cuda           # on a GPU (cupy + torch CUDA)
-    python -m benchmarks.train_throughput --device cpu --steps 20
 
 Each engine runs the reference recipe (batch 64, Adam) on random images for a few warm-up
 steps, then `--steps` timed steps; on a GPU the device is synchronized before each clock
@@ -126,7 +126,7 @@ def measure(run: Any, steps: int, device: str, torch: Any) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput")
-    parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--blocks", type=int, default=3, help="alternating timed blocks")
     parser.add_argument("--batch", type=int, default=64)

@@ -266,11 +266,30 @@ def conv2d_forward(
     def lane(run: list) -> None:
         for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
             Nc = n1 - n0
-            yc = xp.matmul(W3, col.reshape(G, Cg * KH * KW, Nc * L))  # (G, C_out/G, Nc*L)
-            y[n0:n1] = yc.reshape(C_out, Nc, L).transpose(1, 0, 2)  # (Nc, C_out, L)
+            col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
+            _forward_gemm(W3, col3, y[n0:n1].reshape(Nc, G, C_out // G, L), xp)
 
     lanes.run(lane, chunks, n_lanes)
     return y.reshape(N, C_out, OH, OW)
+
+
+def _forward_gemm(W3: Any, col3: Any, y_chunk: Any, xp: Any) -> None:
+    """y_chunk = W3 @ col3 per group: (G, Co, K) and (G, K, P) -> (Nc, G, Co, L), P = Nc*L.
+
+    When K > Co it is computed as (col3^T @ W3^T)^T, the same sums with the longer
+    side as the rows of the product, which OpenBLAS runs faster (as in _weight_gemm).
+    Measured, forward + backward of one layer at batch 64, one thread, float32, the
+    two orders interleaved: DCGAN-D2 (K = 1024, Co = 128) and DCGAN-G2 0.87-0.89 of
+    the time, ConvVAE-E2 and D1 (K = 512, Co = 64) 0.89-0.95; with K = 16 (DCGAN-D1,
+    G3) the plain order, within 3%.
+    """
+    Nc, G, Co, L = y_chunk.shape
+    if col3.shape[1] > Co:
+        yT = xp.matmul(col3.transpose(0, 2, 1), W3.transpose(0, 2, 1))  # (G, Nc*L, Co)
+        y_chunk[...] = yT.reshape(G, Nc, L, Co).transpose(1, 0, 3, 2)
+    else:
+        yc = xp.matmul(W3, col3)  # (G, Co, Nc*L)
+        y_chunk[...] = yc.reshape(G, Co, Nc, L).transpose(2, 0, 1, 3)
 
 
 def _gy_as_matrix(gy_chunk: Any, xp: Any) -> Any:
