@@ -262,29 +262,32 @@ def conv2d_forward(
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
     y = xp.empty((N, C_out, L), dtype=x.dtype)
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
+    kept = columns is not None
 
     def lane(run: list) -> None:
         for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
             Nc = n1 - n0
             col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
-            _forward_gemm(W3, col3, y[n0:n1].reshape(Nc, G, C_out // G, L), xp)
+            _forward_gemm(W3, col3, y[n0:n1].reshape(Nc, G, C_out // G, L), xp, kept)
 
     lanes.run(lane, chunks, n_lanes)
     return y.reshape(N, C_out, OH, OW)
 
 
-def _forward_gemm(W3: Any, col3: Any, y_chunk: Any, xp: Any) -> None:
+def _forward_gemm(W3: Any, col3: Any, y_chunk: Any, xp: Any, kept: bool) -> None:
     """y_chunk = W3 @ col3 per group: (G, Co, K) and (G, K, P) -> (Nc, G, Co, L), P = Nc*L.
 
-    When K > Co it is computed as (col3^T @ W3^T)^T, the same sums with the longer
-    side as the rows of the product, which OpenBLAS runs faster (as in _weight_gemm).
-    Measured, forward + backward of one layer at batch 64, one thread, float32, the
-    two orders interleaved: DCGAN-D2 (K = 1024, Co = 128) and DCGAN-G2 0.87-0.89 of
-    the time, ConvVAE-E2 and D1 (K = 512, Co = 64) 0.89-0.95; with K = 16 (DCGAN-D1,
-    G3) the plain order, within 3%.
+    When the columns were kept from earlier (`kept`: written by im2col long before,
+    no longer in cache) and K > Co, it is computed as (col3^T @ W3^T)^T, the same
+    sums with the longer side as the rows of the product. Measured, one thread,
+    float32, batch 64, the two orders interleaved in one process: forward +
+    backward of DCGAN-D2 (kept columns, K = 1024, Co = 128) 0.89 of the time, of
+    DCGAN-G2 0.87; with columns fresh from im2col the plain order was as fast or
+    faster (the 128-channel generic 3x3 layer, K = 1152: forward 1.07 times slower
+    transposed), and with K = 16 (DCGAN-D1, G3) the plain order won too.
     """
     Nc, G, Co, L = y_chunk.shape
-    if col3.shape[1] > Co:
+    if kept and col3.shape[1] > Co:
         yT = xp.matmul(col3.transpose(0, 2, 1), W3.transpose(0, 2, 1))  # (G, Nc*L, Co)
         y_chunk[...] = yT.reshape(G, Nc, L, Co).transpose(1, 0, 3, 2)
     else:
