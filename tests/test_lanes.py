@@ -195,3 +195,80 @@ def test_gradcheck_and_gradgradcheck_of_convolutions_in_lanes(many_chunks, trans
     with lanes.threads(2):
         gradcheck(fn, [x, w])
         gradgradcheck(fn, [x, w])
+
+
+# ---------------------------------------------------------------------------
+# The worker threads: polling, sleeping, and the flag kernel
+# ---------------------------------------------------------------------------
+
+
+def _within(seconds, fn):
+    """fn() on a helper thread; fails (rather than hangs) when it takes longer than `seconds`."""
+    box = {}
+    helper = threading.Thread(target=lambda: box.setdefault("value", fn()), daemon=True)
+    helper.start()
+    helper.join(seconds)
+    assert not helper.is_alive(), f"still running after {seconds} s: a lost wake-up?"
+    return box["value"]
+
+
+def test_the_flag_kernel_sees_a_write_from_another_thread():
+    cpu = pytest.importorskip("tinygen.kernels.cpu")
+    flag = np.zeros(1, dtype=np.int64)
+    assert not cpu.wait_for_flag(flag, 1000)  # unset: gives up after its polls
+    setter = threading.Timer(0.05, lambda: flag.__setitem__(0, 1))
+    setter.start()
+    # a flag read once and kept in a register would make this poll until the count runs out
+    assert _within(10, lambda: cpu.wait_for_flag(flag, 1 << 62))
+
+
+@pytest.mark.parametrize("spin_seconds", [0.0, 0.002])
+def test_many_runs_in_a_row_each_get_their_own_results(monkeypatch, spin_seconds):
+    """Sleeping workers (0 s of polling) and polling ones both wake for every run."""
+    monkeypatch.setattr(lanes, "SPIN_SECONDS", spin_seconds)
+
+    def many_runs():
+        results = []
+        for i in range(300):
+            if i % 50 == 0:
+                time.sleep(0.005)  # let the workers fall asleep now and then
+            results.append(
+                lanes.run(lambda run, i=i: [i * 10 + item for item in run], [0, 1, 2], 3)
+            )
+        return results
+
+    results = _within(60, many_runs)
+    assert results == [[[i * 10], [i * 10 + 1], [i * 10 + 2]] for i in range(300)]
+
+
+def test_the_workers_go_on_after_a_lane_has_failed():
+    def work(run):
+        if run == [1]:
+            raise ValueError("second lane failed")
+        return run
+
+    with pytest.raises(ValueError, match="second lane failed"):
+        lanes.run(work, [0, 1], 2)
+    assert _within(10, lambda: lanes.run(lambda run: run, [0, 1], 2)) == [[0], [1]]
+
+
+def test_a_second_thread_runs_its_lanes_one_after_the_other_meanwhile():
+    """While one thread owns the workers, another one's run() still returns every result."""
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(run):
+        inside.set()
+        release.wait(10)
+        return run
+
+    first = threading.Thread(target=lambda: lanes.run(slow, [0, 1], 2))
+    first.start()
+    assert inside.wait(10)
+    try:
+        names = _within(
+            10, lambda: lanes.run(lambda run: threading.current_thread().name, [0, 1], 2)
+        )
+        assert len(names) == 2 and len(set(names)) == 1  # both on the one calling thread
+    finally:
+        release.set()
+        first.join(10)

@@ -38,6 +38,7 @@ from typing import Any
 import numba
 import numpy as np
 from numba import prange, uint64
+from numba.core.extending import intrinsic
 
 from tinygen.kernels.reference import Pair, conv_output_size
 
@@ -340,6 +341,39 @@ def col2im(
         col.reshape(-1), out.reshape(-1), N, C, H, W, OH, OW, KH, KW, *stride, *padding, *dilation
     )
     return out
+
+
+# ---------------------------------------------------------------------------
+# Polling a flag without the GIL (lanes.py's threads wait for work this way)
+# ---------------------------------------------------------------------------
+
+
+@intrinsic
+def _load_flag(typingctx, flag):
+    """flag[0] read from memory on every call, as an atomic load with acquire order.
+
+    A plain `flag[0]` in a loop that never writes it may be read once and kept in
+    a register (the compiler may assume nothing else changes it), and the loop
+    would then never see the other thread's write.
+    """
+    signature = numba.types.int64(flag)
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.load_atomic(array.data, "acquire", 8)
+
+    return signature, codegen
+
+
+def _wait_for_flag_body(flag, polls):
+    """True as soon as flag[0] (int64) is not 0, False after `polls` looks at it."""
+    for _ in range(polls):  # noqa: SIM110 (Numba compiles this loop, not a generator)
+        if _load_flag(flag) != 0:
+            return True
+    return False
+
+
+wait_for_flag = _compile_fused(_wait_for_flag_body)
 
 
 # ---------------------------------------------------------------------------
