@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import tinygen.kernels as kernels
 from tinygen.backend import cupy_module, cupy_unavailable_reason
-from tinygen.kernels import conv_arrays, reference
+from tinygen.kernels import conv_arrays, lanes, reference
 from tinygen.kernels.reference import conv_output_size
 
 cpu = pytest.importorskip("tinygen.kernels.cpu", reason="Numba is not importable here")
@@ -412,6 +412,49 @@ def test_array_conv2d_with_kept_columns_equals_chunked_recomputation(case):
     gW = conv_arrays.conv2d_backward_weight(x, gy, weight_shape[2:], *options, columns=columns)
     np.testing.assert_allclose(y, y_chunked, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gW, gW_chunked, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_lanes", [1, 2])
+@given(conv_cases(), st.booleans())
+@settings(derandomize=True, deadline=None, max_examples=30)
+def test_array_bias_added_in_the_lanes_equals_adding_it_afterwards(n_lanes, case, kept):
+    """The bias each lane adds as its images leave the GEMM (or col2im) is the same
+    addition, bit for bit, as adding it to the whole output afterwards."""
+    x_shape, weight_shape, stride, padding, dilation, groups = case
+    x, weight = _random(x_shape, seed=21), _random(weight_shape, seed=22)
+    options = (stride, padding, dilation, groups)
+    columns = conv_arrays.columns(x, weight_shape[2:], *options[:3]) if kept else None
+    with pytest.MonkeyPatch.context() as patch, lanes.threads(n_lanes):
+        patch.setattr(conv_arrays, "COLUMN_BUDGET_BYTES", 1)  # one image per chunk, ...
+        patch.setattr(conv_arrays, "LANE_MIN_BYTES", 0)  # ... shared out even when tiny
+        y = conv_arrays.conv2d_forward(x, weight, *options, columns=columns)
+        bias = _random((y.shape[1],), seed=23)
+        y_biased = conv_arrays.conv2d_forward(x, weight, *options, columns=columns, bias=bias)
+        gx = conv_arrays.conv2d_backward_input(y, weight, x_shape[2:], *options)
+        bias_in = _random((x_shape[1],), seed=24)
+        gx_biased = conv_arrays.conv2d_backward_input(
+            y, weight, x_shape[2:], *options, bias=bias_in
+        )
+    np.testing.assert_array_equal(y_biased, y + bias.reshape(1, -1, 1, 1))
+    np.testing.assert_array_equal(gx_biased, gx + bias_in.reshape(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "x_shape, weight_shape",
+    [((3, 4, 5, 5), (6, 4, 1, 1)), ((3, 4, 5, 5), (6, 4, 5, 5))],
+    ids=["pointwise", "whole-input"],
+)
+def test_array_bias_on_the_paths_without_columns(x_shape, weight_shape):
+    x, weight = _random(x_shape, seed=25), _random(weight_shape, seed=26)
+    options = ((1, 1), (0, 0), (1, 1), 1)
+    y = conv_arrays.conv2d_forward(x, weight, *options)
+    bias = _random((weight_shape[0],), seed=27)
+    y_biased = conv_arrays.conv2d_forward(x, weight, *options, bias=bias)
+    np.testing.assert_array_equal(y_biased, y + bias.reshape(1, -1, 1, 1))
+    gx = conv_arrays.conv2d_backward_input(y, weight, x_shape[2:], *options)
+    bias_in = _random((x_shape[1],), seed=28)
+    gx_biased = conv_arrays.conv2d_backward_input(y, weight, x_shape[2:], *options, bias=bias_in)
+    np.testing.assert_array_equal(gx_biased, gx + bias_in.reshape(1, -1, 1, 1))
 
 
 def test_array_conv2d_keeps_float32():

@@ -65,6 +65,14 @@ def test_threads_holds_blas_at_one_thread_and_gives_the_count_back():
     assert _blas_threads() == before
 
 
+def test_threads_also_holds_a_blas_library_loaded_after_its_first_use():
+    with lanes.threads(2):
+        pass
+    pytest.importorskip("scipy.linalg")  # SciPy's own OpenBLAS, loaded now if not before
+    with lanes.threads(2):
+        assert set(_blas_threads()) == {1}
+
+
 def test_threads_gives_blas_its_threads_back_after_an_error():
     before = _blas_threads()
     with pytest.raises(KeyError), lanes.threads(2):

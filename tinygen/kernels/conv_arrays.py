@@ -236,11 +236,14 @@ def conv2d_forward(
     dilation: Pair,
     groups: int,
     columns: Any = None,
+    bias: Any = None,
 ) -> Any:
-    """y = conv2d(x, weight): (N, C, H, W), (C_out, Cg, KH, KW) -> (N, C_out, OH, OW).
+    """y = conv2d(x, weight) + bias: (N, C, H, W), (C_out, Cg, KH, KW), (C_out,) or None
+    -> (N, C_out, OH, OW).
 
     `columns`, when given, is im2col of the whole x (from `columns()`), used instead of
-    computing it again.
+    computing it again. The bias is added by each lane to its own images, as they
+    leave the GEMM.
     """
     xp = get_array_module(x, weight)
     N, C, H, W = x.shape
@@ -254,28 +257,32 @@ def conv2d_forward(
 
     if _is_whole_input((H, W), (KH, KW), padding, dilation, G):
         y = x.reshape(N, C * H * W) @ W2.T  # (N, C_out)
-        return y.reshape(N, C_out, 1, 1)
+        return _plus_bias(y.reshape(N, C_out, 1, 1), bias)
     if _is_pointwise((KH, KW), stride, padding, G):
         y = xp.matmul(W2, x.reshape(N, C, H * W))  # (N, C_out, H*W), one GEMM per image
-        return y.reshape(N, C_out, OH, OW)
+        return _plus_bias(y.reshape(N, C_out, OH, OW), bias)
 
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
     y = xp.empty((N, C_out, L), dtype=x.dtype)
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
     kept = columns is not None
+    bias3 = None if bias is None else bias.reshape(G, C_out // G, 1)  # against (Nc, G, Co, L)
 
     def lane(run: list) -> None:
         for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
             Nc = n1 - n0
             col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
-            _forward_gemm(W3, col3, y[n0:n1].reshape(Nc, G, C_out // G, L), xp, kept)
+            _forward_gemm(W3, col3, y[n0:n1].reshape(Nc, G, C_out // G, L), xp, kept, bias3)
 
     lanes.run(lane, chunks, n_lanes)
     return y.reshape(N, C_out, OH, OW)
 
 
-def _forward_gemm(W3: Any, col3: Any, y_chunk: Any, xp: Any, kept: bool) -> None:
-    """y_chunk = W3 @ col3 per group: (G, Co, K) and (G, K, P) -> (Nc, G, Co, L), P = Nc*L.
+def _forward_gemm(
+    W3: Any, col3: Any, y_chunk: Any, xp: Any, kept: bool, bias3: Any = None
+) -> None:
+    """y_chunk = W3 @ col3 per group (+ bias3): (G, Co, K), (G, K, P) -> (Nc, G, Co, L),
+    P = Nc*L; bias3 is (G, Co, 1) or None.
 
     When the columns were kept from earlier (`kept`: written by im2col long before,
     no longer in cache) and K > Co, it is computed as (col3^T @ W3^T)^T, the same
@@ -289,10 +296,21 @@ def _forward_gemm(W3: Any, col3: Any, y_chunk: Any, xp: Any, kept: bool) -> None
     Nc, G, Co, L = y_chunk.shape
     if kept and col3.shape[1] > Co:
         yT = xp.matmul(col3.transpose(0, 2, 1), W3.transpose(0, 2, 1))  # (G, Nc*L, Co)
-        y_chunk[...] = yT.reshape(G, Nc, L, Co).transpose(1, 0, 3, 2)
+        product = yT.reshape(G, Nc, L, Co).transpose(1, 0, 3, 2)
     else:
         yc = xp.matmul(W3, col3)  # (G, Co, Nc*L)
-        y_chunk[...] = yc.reshape(G, Co, Nc, L).transpose(2, 0, 1, 3)
+        product = yc.reshape(G, Co, Nc, L).transpose(2, 0, 1, 3)
+    if bias3 is None:
+        y_chunk[...] = product
+    else:
+        xp.add(product, bias3, out=y_chunk)  # the copy and the bias in one pass
+
+
+def _plus_bias(y: Any, bias: Any) -> Any:
+    """y (N, C, ...) + bias (C,) in place, or y itself when bias is None."""
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    return y
 
 
 def _gy_as_matrix(gy_chunk: Any, xp: Any) -> Any:
@@ -304,13 +322,21 @@ def _gy_as_matrix(gy_chunk: Any, xp: Any) -> Any:
 
 
 def conv2d_backward_input(
-    gy: Any, weight: Any, x_hw: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+    gy: Any,
+    weight: Any,
+    x_hw: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+    bias: Any = None,
 ) -> Any:
-    """gx of conv2d, which is also conv_transpose2d's forward pass.
+    """gx of conv2d, which is also conv_transpose2d's forward pass (+ its bias (C,)).
 
     gy (N, C_out, OH, OW), weight (C_out, Cg, KH, KW), x_hw = (H, W) -> gx (N, C, H, W)
     with C = Cg * groups. (H, W) must give back OH, OW by the output-size formula;
     several do when the stride is above 1, which is what output_padding chooses between.
+    The bias, when given, is added by each lane to its own images after col2im.
     """
     xp = get_array_module(gy, weight)
     N, C_out, OH, OW = gy.shape
@@ -324,10 +350,10 @@ def conv2d_backward_input(
 
     if _is_whole_input((H, W), (KH, KW), padding, dilation, G):
         gx = gy.reshape(N, C_out) @ W2  # (N, C*H*W)
-        return gx.reshape(N, C, H, W)
+        return _plus_bias(gx.reshape(N, C, H, W), bias)
     if _is_pointwise((KH, KW), stride, padding, G) and (OH, OW) == (H, W):
         gx = xp.matmul(W2.T, gy.reshape(N, C_out, L))  # (N, C, H*W), one GEMM per image
-        return gx.reshape(N, C, H, W)
+        return _plus_bias(gx.reshape(N, C, H, W), bias)
 
     W3t = W2.reshape(G, C_out // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, Cg*KH*KW, C_out/G)
     gx = xp.empty((N, C, H, W), dtype=gy.dtype)
@@ -353,6 +379,7 @@ def conv2d_backward_input(
                 dilation,
                 out=gx[n0:n1],
             )  # (Nc, C, H, W)
+            _plus_bias(gx[n0:n1], bias)
 
     lanes.run(lane, batch_chunks((N, C, H, W), chunk), n_lanes)
     return gx

@@ -42,19 +42,20 @@ from typing import Any
 import numpy as np
 
 _lanes = 1  # lanes for CPU convolutions now: above 1 only inside `threads()`
-_blas: Any = None  # threadpoolctl's handles on the BLAS libraries NumPy loaded
 _workers: list[_Worker] = []  # the threads that run lanes 2, 3, ... (created on first use)
 _run_lock = threading.Lock()  # one run() at a time owns the workers
 _inside = threading.local()  # .active is True on a thread that is running a lane
 
 
 def _blas_libraries() -> list:
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
+    """threadpoolctl's handles on every BLAS library loaded now (under 1 ms).
 
-        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
-    return _blas
+    Asked anew on each `threads()`: a library loaded later (SciPy brings its own
+    OpenBLAS) would otherwise keep all its threads.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
 @contextmanager

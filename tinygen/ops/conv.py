@@ -61,11 +61,6 @@ class _ConvGeometry:
         return self.stride, self.padding, self.dilation, self.groups
 
 
-def _add_bias(y: Any, bias: Any) -> Any:
-    y += bias.reshape(1, -1, 1, 1)  # (1, C_out, 1, 1) broadcast over N, OH, OW
-    return y
-
-
 def _bias_grad(gy: Tensor) -> Tensor:
     return _sum(gy, axis=(0, 2, 3))  # (C_out,)
 
@@ -91,10 +86,9 @@ class Conv2d(_ConvGeometry, Function):
             and conv_arrays.columns_worth_keeping(x.shape, weight.shape, *self.options, x.itemsize)
         ):
             columns = conv_arrays.columns(x, weight.shape[2:], *self.options[:3])
-        y = conv_arrays.conv2d_forward(x, weight, *self.options, columns=columns)
-
+        y = conv_arrays.conv2d_forward(x, weight, *self.options, columns=columns, bias=bias)
         self.save_for_backward(columns)  # None: the weight gradient recomputes them in chunks
-        return y if bias is None else _add_bias(y, bias)
+        return y
 
     def backward(self, gy):
         x, weight = self.inputs[:2]
@@ -123,8 +117,7 @@ class ConvTranspose2d(_ConvGeometry, Function):
         self.hw = hw
 
     def forward(self, x, weight, bias=None):
-        y = conv_arrays.conv2d_backward_input(x, weight, self.hw, *self.options)
-        return y if bias is None else _add_bias(y, bias)
+        return conv_arrays.conv2d_backward_input(x, weight, self.hw, *self.options, bias=bias)
 
     def backward(self, gy):
         x, weight = self.inputs[:2]
