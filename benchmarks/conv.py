@@ -39,9 +39,15 @@ threads, needs. Seen here: tinygen's DCGAN-D2 forward pass in lanes took 6.7 ms
 alone, 11.7 ms right after a torch call (torch's OpenMP threads still
 spinning) and 9.2 ms 5 ms after it; the 2-thread GEMM peak read 106 GFLOP/s
 right after the parallel Numba kernels and 190 alone. So with 2 or more
-threads each timed call waits --settle seconds (0.02), runs once untimed
-(which wakes its own pools), then runs timed. A longer sleep is no better: after
-0.1 s idle both engines ran slower again.
+threads each timed call waits --settle seconds (0.02), runs untimed for
+WAKE_SECONDS (at least once: this wakes its own pools), then runs timed. A
+longer sleep is no better: after 0.1 s idle both engines ran slower again.
+Why the untimed calls fill 10 ms: after 20 ms idle, with tinygen's lane threads
+polling for work (kernels/lanes.py), a VAE-E1 forward + backward took 2.2 ms
+(median) but 12 ms in one call out of three when timed after one untimed call;
+after four untimed calls (about 8 ms), 1.6 ms and no call over 7.3 ms. The
+machine needs a few milliseconds of work to come back to speed, whichever engine
+runs.
 
 OpenBLAS: when OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) is set, OpenBLAS may run
 the kernel of an older core, much slower than this CPU allows, while PyTorch
@@ -279,12 +285,16 @@ def _summary(seconds: list[float]) -> dict:
     }
 
 
+WAKE_SECONDS = 0.01  # untimed calls before each timed one, after the settling sleep
+
+
 def time_interleaved(functions: dict, repeats: int, clock: Clock, settle: float = 0.0) -> dict:
     """Run each function twice to warm up, then `repeats` rounds of one call of each in turn.
 
     With `settle` > 0, each timed call comes after `settle` seconds of sleep, which let
-    the thread pools of the function before it stop spinning, and one untimed call of
-    the same function, which wakes its own pools (see --settle).
+    the thread pools of the function before it stop spinning, and untimed calls of the
+    same function for WAKE_SECONDS (at least one), which wake its own pools and the
+    machine (see --settle).
     """
     for fn in functions.values():
         fn()
@@ -295,7 +305,10 @@ def time_interleaved(functions: dict, repeats: int, clock: Clock, settle: float 
         for name, fn in functions.items():
             if settle:
                 time.sleep(settle)
+                awake = time.perf_counter() + WAKE_SECONDS
                 fn()
+                while time.perf_counter() < awake:
+                    fn()
             w0, c0 = clock.read()
             fn()
             w1, c1 = clock.read()

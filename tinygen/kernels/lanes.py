@@ -161,7 +161,6 @@ def _outcome(work: Callable[[list], Any], lane_run: list) -> tuple[bool, Any]:
 # DCGAN-28 0.94 of the time, ConvVAE-28 0.98 to 1.0.
 
 SPIN_SECONDS = 0.002  # how long an idle thread polls for work before it sleeps
-POLLS_PER_CHECK = 100_000  # polls between two looks at the clock (about 30 us here)
 
 
 class _Worker:
@@ -198,21 +197,23 @@ class _Worker:
 def _wait_for(flag: np.ndarray, event: threading.Event) -> None:
     """Return once flag[0] is 1, and set it back to 0: poll for SPIN_SECONDS, then sleep.
 
-    The other side sets the flag before the Event, and this side clears the Event
-    before it looks at the flag again, so no signal is ever lost.
+    The polling is one call that holds no GIL from start to end. (Polling in short
+    calls with a look at the clock between them took the GIL back every few
+    microseconds, and the other thread, waiting for the GIL to start its lane, lost
+    the race for it again and again: lanes started up to 2.7 ms late.) The other
+    side sets the flag before the Event, and this side clears the Event before it
+    looks at the flag again, so no signal is ever lost.
     """
     poll = _poller()
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while flag[0] == 0:
-        if poll is not None and time.perf_counter() < deadline:
-            poll(flag, POLLS_PER_CHECK)  # returns early when the flag is set
-            continue
-        event.wait()
-        event.clear()
+    if poll is None or not poll(flag, int(SPIN_SECONDS * _polls_per_second())):
+        while flag[0] == 0:
+            event.wait()
+            event.clear()
     flag[0] = 0
 
 
 _poll: Any = None
+_poll_rate: float | None = None
 
 
 def _poller() -> Any:
@@ -224,6 +225,18 @@ def _poller() -> Any:
         cpu = _cpu_module()
         _poll = cpu.wait_for_flag if cpu is not None else False
     return _poll or None
+
+
+def _polls_per_second() -> float:
+    """How many looks at a flag wait_for_flag takes per second here (measured once)."""
+    global _poll_rate
+    if _poll_rate is None:
+        poll, unset, polls = _poller(), np.zeros(1, dtype=np.int64), 1_000_000
+        poll(unset, 1)  # compiled or loaded from the cache before the clock starts
+        start = time.perf_counter()
+        poll(unset, polls)
+        _poll_rate = polls / max(time.perf_counter() - start, 1e-6)
+    return _poll_rate
 
 
 def _forget_workers_after_fork() -> None:
