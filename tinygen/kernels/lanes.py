@@ -28,6 +28,10 @@ Rules that keep the result exact and deterministic:
   another order.)
 
 Work on cupy arrays never uses lanes: the GPU runs it all.
+
+The calling thread runs the first lane; lanes 2, 3, ... run on this module's
+own worker threads, made on first use. The end of the file says how they wait
+for work, and why they poll a flag for a moment before they sleep.
 """
 
 from __future__ import annotations
