@@ -59,6 +59,29 @@ def test_leaky_relu_kernels_equal_the_definition(shape, dtype, slope, seed):
     assert y.shape == gx.shape == x.shape and y.dtype == gx.dtype == dtype
 
 
+def test_relu_is_numpys_maximum_with_nan_and_negative_zero(monkeypatch):
+    x = np.array([-1.0, np.nan, -0.0, 0.0, 2.0, -np.inf, np.inf], dtype=np.float32)
+    y, y_ref = _both(monkeypatch, fused.relu, x)
+    expected = np.maximum(x, 0)
+    for result in (y, y_ref):
+        np.testing.assert_array_equal(result, expected)  # NaN where x is NaN
+        assert not np.signbit(result[~np.isnan(result)]).any()  # -0.0 became 0.0
+        assert result.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rectifiers_split_over_lanes_equal_the_one_lane_results(monkeypatch, dtype):
+    from tinygen.kernels import lanes
+
+    x, gy = _random((3, 5, 67), dtype, seed=2), _random((3, 5, 67), dtype, seed=3)
+    one = [fused.relu(x), fused.leaky_relu(x, 0.2), fused.leaky_relu_backward(x, gy, 0.2)]
+    monkeypatch.setattr(lanes, "RANGE_MIN_ELEMENTS", 1)
+    with lanes.threads(2):
+        split = [fused.relu(x), fused.leaky_relu(x, 0.2), fused.leaky_relu_backward(x, gy, 0.2)]
+    for a, b in zip(one, split):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_leaky_relu_kernels_read_strided_inputs(monkeypatch):
     x = _random((4, 6), np.float32).T  # not C-contiguous
     gy = _random((6, 4), np.float32, seed=1)

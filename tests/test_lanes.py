@@ -99,6 +99,36 @@ def test_run_returns_the_results_in_lane_order_and_a_lane_sees_one_lane():
     assert seen == [1, 1, 1]  # nothing inside a lane starts lanes of its own
 
 
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_over_range_covers_the_range_once_in_one_piece_per_lane(monkeypatch, size):
+    monkeypatch.setattr(lanes, "RANGE_MIN_ELEMENTS", 2)
+    pieces, lock = [], threading.Lock()
+
+    def work(start, stop):
+        with lock:
+            pieces.append((start, stop, threading.get_ident()))
+
+    with lanes.threads(2):
+        lanes.over_range(work, size)
+    pieces.sort()
+    assert [start for start, _, _ in pieces] == [0] + [stop for _, stop, _ in pieces[:-1]]
+    assert pieces[-1][1] == size
+    if size >= 2:  # split in two halves, the second on the worker thread
+        assert len(pieces) == 2 and pieces[0][2] != pieces[1][2]
+        assert abs((pieces[0][1] - pieces[0][0]) - (pieces[1][1] - pieces[1][0])) <= 1
+    else:
+        assert pieces == [(0, 1, threading.get_ident())]
+
+
+def test_over_range_runs_small_ranges_and_one_lane_on_the_caller():
+    calls = []
+    with lanes.threads(2):
+        lanes.over_range(lambda i, j: calls.append((i, j, threading.get_ident())), 100)
+    lanes.over_range(lambda i, j: calls.append((i, j, threading.get_ident())), 10**6)
+    me = threading.get_ident()
+    assert calls == [(0, 100, me), (0, 10**6, me)]
+
+
 def test_run_raises_a_lane_error_only_after_every_lane_has_ended():
     ended = threading.Event()
 

@@ -53,6 +53,7 @@ import numpy as np
 from numba import prange, uint64
 from numba.core.extending import intrinsic
 
+from tinygen.kernels import lanes
 from tinygen.kernels.reference import Pair, conv_output_size
 
 # im2col/col2im called without `parallel=` use the threaded kernel only for at least
@@ -493,17 +494,30 @@ def _flat(a: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
+# The rectifiers run on flat arrays, cut into one piece per lane (lanes.over_range):
+# inside `lanes.threads()` with 2 lanes, each thread rectifies half of the array.
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) by NumPy's own ufunc (NaN stays NaN, -0.0 becomes 0), piece by piece."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    xf, yf = _flat(x, x.dtype), y.reshape(-1)
+    lanes.over_range(lambda i, j: np.maximum(xf[i:j], 0, out=yf[i:j]), x.size)
+    return y
+
+
 def leaky_relu(x: np.ndarray, slope: float) -> np.ndarray:
     y = np.empty(x.shape, dtype=x.dtype)
-    _leaky_relu_kernel(_flat(x, x.dtype), y.reshape(-1), x.dtype.type(slope))
+    xf, yf, a = _flat(x, x.dtype), y.reshape(-1), x.dtype.type(slope)
+    lanes.over_range(lambda i, j: _leaky_relu_kernel(xf[i:j], yf[i:j], a), x.size)
     return y
 
 
 def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray:
     gx = np.empty(x.shape, dtype=gy.dtype)
-    _leaky_relu_grad_kernel(
-        _flat(x, gy.dtype), _flat(gy, gy.dtype), gx.reshape(-1), gy.dtype.type(slope)
-    )
+    xf, gyf, gxf = _flat(x, gy.dtype), _flat(gy, gy.dtype), gx.reshape(-1)
+    a = gy.dtype.type(slope)
+    lanes.over_range(lambda i, j: _leaky_relu_grad_kernel(xf[i:j], gyf[i:j], gxf[i:j], a), x.size)
     return gx
 
 

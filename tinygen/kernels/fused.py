@@ -6,7 +6,9 @@ On the DCGAN training step (batch 64, 2 threads), batch normalization and the
 rectifiers took about a third of the step that way, far more than their
 arithmetic: they are bound by memory, and the kernel has to zero every page
 of every fresh array before it can be written. The Numba kernels in cpu.py
-do each of them in one to three passes and allocate only their outputs.
+do each of them in one to three passes and allocate only their outputs;
+inside `lanes.threads()` the rectifiers also share large arrays out between
+the lane threads (lanes.over_range).
 
 Every function here has two implementations, chosen as for im2col (see
 tinygen/kernels/__init__.py):
@@ -35,6 +37,14 @@ from tinygen.kernels import _cpu_module, kernel_choice
 def _numba(array: Any) -> Any:
     """cpu.py when the Numba kernels serve this array, else None."""
     return _cpu_module() if kernel_choice(array) == "numba" else None
+
+
+def relu(x: Any) -> Any:
+    """max(x, 0)."""
+    cpu = _numba(x)
+    if cpu is not None:
+        return cpu.relu(x)
+    return get_array_module(x).maximum(x, 0)
 
 
 def leaky_relu(x: Any, slope: float) -> Any:

@@ -27,6 +27,9 @@ Rules that keep the result exact and deterministic:
   differ in the last bits from the one-lane result, which adds the chunks in
   another order.)
 
+Elementwise kernels use lanes as well (`over_range`): the ReLU and LeakyReLU
+of a large array are cut into one flat piece per lane.
+
 Work on cupy arrays never uses lanes: the GPU runs it all.
 
 The calling thread runs the first lane; lanes 2, 3, ... run on this module's
@@ -129,6 +132,28 @@ def run(work: Callable[[list], Any], items: Sequence, n: int) -> list:
         if not ok:
             raise value
     return [value for _, value in outcomes]
+
+
+def over_range(work: Callable[[int, int], Any], size: int) -> None:
+    """work(start, stop) over [0, size), the range cut into one piece per lane.
+
+    For elementwise kernels on flat arrays (the rectifiers): each lane writes
+    its own piece of the output. Below RANGE_MIN_ELEMENTS, or with one lane,
+    work(0, size) runs here alone: handing a piece to another thread costs tens
+    of microseconds.
+    """
+    n = count()
+    if n < 2 or size < RANGE_MIN_ELEMENTS:
+        work(0, size)
+        return
+    pieces = [(lane * size // n, (lane + 1) * size // n) for lane in range(n)]
+    run(lambda lane_run: [work(start, stop) for start, stop in lane_run], pieces, n)
+
+
+# over_range() splits ranges of at least this many elements. Measured on the 2-core
+# machine, ConvVAE-28 training steps at batch 64 in blocks alternating with the
+# rectifiers unsplit (their arrays hold 200,000 to 400,000 elements): 0.97 of the time.
+RANGE_MIN_ELEMENTS = 1 << 16
 
 
 def _in_lane(work: Callable[[list], Any], lane_run: list) -> Any:
