@@ -67,6 +67,8 @@ def get_array_module(*arrays: Any) -> Any:
     Mixing devices is an error: an operation must not copy silently between
     host and GPU.
     """
+    if all(type(a) is np.ndarray for a in arrays):  # the common case, decided at once
+        return np
     on_gpu = [is_cupy_array(a) for a in arrays if hasattr(a, "shape")]
     if any(on_gpu):
         if not all(on_gpu):
