@@ -158,6 +158,46 @@ def test_gradients_hold_when_columns_are_recomputed_in_chunks(op, data):
         assert tg.gradgradcheck(_as_function(op, case), _present(x, weight, bias))
 
 
+@given(st.sampled_from([conv2d, conv_transpose2d]), st.booleans(), st.data())
+@settings(derandomize=True, deadline=None, max_examples=30)
+def test_gradients_hold_when_the_products_run_one_image_at_a_time(op, keep, data):
+    # Columns with few rows and many pixels per image are multiplied image by image;
+    # the drawn shapes are small, so force that path (kept columns or recomputed ones).
+    from tinygen.kernels import conv_arrays
+
+    case = data.draw(conv2d_cases() if op is conv2d else conv_transpose2d_cases())
+    x, weight, bias = _inputs(case, seed=16)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_arrays, "PER_IMAGE_MAX_ROWS", 10**9)
+        patch.setattr(conv_arrays, "PER_IMAGE_MIN_PIXELS", 1)
+        if not keep:
+            patch.setattr(conv_arrays, "KEEP_COLUMNS_BYTES", 0)
+            patch.setattr(conv_arrays, "COLUMN_BUDGET_BYTES", 1)
+        assert tg.gradgradcheck(_as_function(op, case), _present(x, weight, bias))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_products_one_image_at_a_time_equal_the_one_gemm_products(monkeypatch, groups):
+    from tinygen.kernels import conv_arrays
+
+    x, gy = _random((3, 4, 13, 11), 20), _random((3, 6, 13, 11), 21)
+    weight, bias = _random((6, 4 // groups, 3, 3), 22), _random((6,), 23)
+    options = ((1, 1), (1, 1), (1, 1), groups)
+
+    def products():
+        y = conv_arrays.conv2d_forward(x, weight, *options, bias=bias)
+        gW = conv_arrays.conv2d_backward_weight(x, gy, (3, 3), *options)
+        return y, gW
+
+    monkeypatch.setattr(conv_arrays, "PER_IMAGE_MAX_ROWS", -1)
+    assert not conv_arrays._per_image(4 * 9, 13 * 11, np)
+    one_gemm = products()
+    monkeypatch.setattr(conv_arrays, "PER_IMAGE_MAX_ROWS", 64)
+    assert conv_arrays._per_image(4 * 9, 13 * 11, np)  # 36 rows, 143 pixels: per image
+    for a, b in zip(products(), one_gemm):  # the same sums, in BLAS's order
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_columns_are_kept_only_when_the_weight_gradient_will_need_them(monkeypatch):
     # A frozen weight (a discriminator seen by the generator's step) or no_grad (sampling)
     # needs no weight gradient, so the forward must not hold the whole batch's columns.
