@@ -70,14 +70,23 @@ def test_relu_is_numpys_maximum_with_nan_and_negative_zero(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rectifiers_split_over_lanes_equal_the_one_lane_results(monkeypatch, dtype):
+def test_rectifiers_and_batch_norm_split_over_lanes_equal_the_one_lane_results(monkeypatch, dtype):
     from tinygen.kernels import lanes
 
     x, gy = _random((3, 5, 67), dtype, seed=2), _random((3, 5, 67), dtype, seed=3)
-    one = [fused.relu(x), fused.leaky_relu(x, 0.2), fused.leaky_relu_backward(x, gy, 0.2)]
+    gamma, beta = _random((5,), dtype, seed=4), _random((5,), dtype, seed=5)
+
+    def results():
+        rectified = [fused.relu(x), fused.leaky_relu(x, 0.2)]
+        rectified.append(fused.leaky_relu_backward(x, gy, 0.2))
+        y, xhat, mean, invstd, var = fused.batch_norm(x, gamma, beta, 1e-5)
+        gx, ggamma, gbeta = fused.batch_norm_backward(gy, xhat, gamma, invstd, need_gx=True)
+        return rectified + [y, xhat, mean, invstd, var, gx, ggamma, gbeta]
+
+    one = results()
     monkeypatch.setattr(lanes, "RANGE_MIN_ELEMENTS", 1)
     with lanes.threads(2):
-        split = [fused.relu(x), fused.leaky_relu(x, 0.2), fused.leaky_relu_backward(x, gy, 0.2)]
+        split = results()  # flat halves for the rectifiers, channels 0-1 and 2-4 for the norm
     for a, b in zip(one, split):
         np.testing.assert_array_equal(a, b)
 

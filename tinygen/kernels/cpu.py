@@ -294,15 +294,16 @@ def _leaky_relu_grad_body(x, gy, gx, slope):
         gx[i] = g if x[i] > 0 else g * slope
 
 
-def _batch_norm_body(x, gamma, beta, eps, y, xhat, mean, invstd, var):
-    """Per channel c of x (N, C, L): mean, biased var, xhat = (x - mean) * invstd, y = gamma
-    * xhat + beta, with invstd = 1 / sqrt(var + eps). Two passes for the statistics (the
-    variance from the centered values, which loses nothing to cancellation), one to write."""
+def _batch_norm_body(x, gamma, beta, eps, y, xhat, mean, invstd, var, c0, c1):
+    """Per channel c of x (N, C, L), for c in [c0, c1): mean, biased var, xhat = (x - mean)
+    * invstd, y = gamma * xhat + beta, with invstd = 1 / sqrt(var + eps). Two passes for the
+    statistics (the variance from the centered values, which loses nothing to cancellation),
+    one to write. A channel's sums are taken in the same order whatever the range."""
     N, C, L = x.shape
     M = N * L
     total = np.zeros(C)  # float64
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             s = 0.0
             for i in range(L):
                 s += x[n, c, i]
@@ -310,19 +311,19 @@ def _batch_norm_body(x, gamma, beta, eps, y, xhat, mean, invstd, var):
     mean64 = total / M
     squares = np.zeros(C)
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m = mean64[c]
             s = 0.0
             for i in range(L):
                 d = x[n, c, i] - m
                 s += d * d
             squares[c] += s
-    for c in range(C):
+    for c in range(c0, c1):
         mean[c] = mean64[c]
         var[c] = squares[c] / M
         invstd[c] = 1.0 / np.sqrt(squares[c] / M + eps)
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m, k, g, b = mean[c], invstd[c], gamma[c], beta[c]  # in x's dtype
             for i in range(L):
                 h = (x[n, c, i] - m) * k
@@ -330,15 +331,15 @@ def _batch_norm_body(x, gamma, beta, eps, y, xhat, mean, invstd, var):
                 y[n, c, i] = h * g + b
 
 
-def _batch_norm_grad_body(gy, xhat, gamma, invstd, gx, ggamma, gbeta, need_gx):
-    """gbeta = sum gy, ggamma = sum gy * xhat (per channel), and, when need_gx,
-    gx = gamma * invstd * (gy - gbeta / M - xhat * ggamma / M)."""
+def _batch_norm_grad_body(gy, xhat, gamma, invstd, gx, ggamma, gbeta, need_gx, c0, c1):
+    """gbeta = sum gy, ggamma = sum gy * xhat (per channel c in [c0, c1)), and, when
+    need_gx, gx = gamma * invstd * (gy - gbeta / M - xhat * ggamma / M)."""
     N, C, L = gy.shape
     M = N * L
     sum_gy = np.zeros(C)
     sum_gy_xhat = np.zeros(C)
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             a = 0.0
             b = 0.0
             for i in range(L):
@@ -347,13 +348,13 @@ def _batch_norm_grad_body(gy, xhat, gamma, invstd, gx, ggamma, gbeta, need_gx):
                 b += g * xhat[n, c, i]
             sum_gy[c] += a
             sum_gy_xhat[c] += b
-    for c in range(C):
+    for c in range(c0, c1):
         gbeta[c] = sum_gy[c]
         ggamma[c] = sum_gy_xhat[c]
     if not need_gx:
         return
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             k = gamma[c] * invstd[c]
             a = gbeta[c] / M
             b = ggamma[c] / M
@@ -534,7 +535,13 @@ def batch_norm(
     y, xhat = np.empty_like(x3), np.empty_like(x3)
     mean, invstd, var = (np.empty(C, dtype=x.dtype) for _ in range(3))
     gamma, beta = (_flat(a, x.dtype) for a in (gamma, beta))
-    _batch_norm_kernel(x3, gamma, beta, float(eps), y, xhat, mean, invstd, var)
+    lanes.over_range(  # channels shared out between the lanes
+        lambda c0, c1: _batch_norm_kernel(
+            x3, gamma, beta, float(eps), y, xhat, mean, invstd, var, c0, c1
+        ),
+        C,
+        x3.size,
+    )
     return y.reshape(x.shape), xhat.reshape(x.shape), mean, invstd, var
 
 
@@ -549,7 +556,13 @@ def batch_norm_backward(
     gamma, invstd = (
         np.ascontiguousarray(a, dtype=xhat.dtype).reshape(-1) for a in (gamma, invstd)
     )
-    _batch_norm_grad_kernel(gy3, xhat3, gamma, invstd, gx, ggamma, gbeta, need_gx)
+    lanes.over_range(
+        lambda c0, c1: _batch_norm_grad_kernel(
+            gy3, xhat3, gamma, invstd, gx, ggamma, gbeta, need_gx, c0, c1
+        ),
+        C,
+        xhat3.size,
+    )
     return (gx.reshape(xhat.shape) if need_gx else None), ggamma, gbeta
 
 

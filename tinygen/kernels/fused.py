@@ -7,8 +7,9 @@ rectifiers took about a third of the step that way, far more than their
 arithmetic: they are bound by memory, and the kernel has to zero every page
 of every fresh array before it can be written. The Numba kernels in cpu.py
 do each of them in one to three passes and allocate only their outputs;
-inside `lanes.threads()` the rectifiers also share large arrays out between
-the lane threads (lanes.over_range).
+inside `lanes.threads()` they also share large arrays out between the lane
+threads (lanes.over_range): the rectifiers by flat pieces, batch normalization
+by channels.
 
 Every function here has two implementations, chosen as for im2col (see
 tinygen/kernels/__init__.py):
