@@ -4,9 +4,11 @@ What they prove: on numpy arrays the fused Numba kernels for LeakyReLU, ReLU's
 gradient and batch normalization compute what the array formulas (the
 definitions, which also serve cupy) compute, in float64 and float32, on
 contiguous and strided inputs and on 0-d and 2-D ones; batch normalization's
-statistics survive a large mean; and TINYGEN_KERNELS=reference switches the
-kernels off. The gradients of the layers built on them are checked against
-finite differences in test_ops_elementwise.py and test_nn_functional.py.
+statistics survive a large mean; ReLU keeps NumPy's NaN and zero; split over
+two lanes, every kernel gives the one-lane result bit for bit; and
+TINYGEN_KERNELS=reference switches the kernels off. The gradients of the
+layers built on them are checked against finite differences in
+test_ops_elementwise.py and test_nn_functional.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Tests of tinygen/kernels/lanes.py and of the convolutions run in lanes.
 
 What they prove: runs are contiguous, cover the work and are never empty;
+over_range cuts a range into one piece per lane and keeps small ranges whole;
 `threads()` holds BLAS at one thread and gives its thread count back, also
 after an error; a lane's exception reaches the caller only after every lane
 has ended; and the array convolutions in 2 and 3 lanes equal the one-lane
