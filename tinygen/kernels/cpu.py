@@ -16,7 +16,13 @@ No two threads ever write the same element:
 The inner loops run over a precomputed valid range of `ow`, so they have no
 branch and LLVM can vectorize them; the padding is written as explicit zeros.
 
-That holds for stride 1, where a row of a window is a contiguous run. With a
+Their indices are unsigned (uint64): Numba checks every signed index for a
+negative value (Python's x[-1]), and that check alone kept LLVM from
+vectorizing the copy (im2col of a 3x3 kernel over 64x32x32 ran 2.8x slower).
+Unsigned and signed ints never meet in one expression, since Numba would
+turn their sum into a float.
+
+The vectorized copy needs stride 1, where a row of a window is a contiguous run. With a
 horizontal stride above 1 the run is OW elements SW apart (7 in the strided
 DCGAN and VAE layers): LLVM does not vectorize it, and the bookkeeping of each
 short run costs as much as its copy. Those layers use a second pair of
@@ -27,11 +33,6 @@ positions. Measured, one thread, float32, a 16-image DCGAN-D2 chunk (64
 channels, 14x14, 4x4 kernel, stride 2): im2col 0.74 -> 0.42 ms, col2im 0.65 ->
 0.55 ms; with stride 1 the row kernels stay the faster (im2col of 64x32x32,
 3x3: 0.18 against 0.32 ms).
-Their indices are unsigned (uint64): Numba checks every signed index for a
-negative value (Python's x[-1]), and that check alone kept LLVM from
-vectorizing the copy (im2col of a 3x3 kernel over 64x32x32 ran 2.8x slower).
-Unsigned and signed ints never meet in one expression, since Numba would
-turn their sum into a float.
 
 Numba caches the machine code on disk (`cache=True`). When the cache folder
 cannot be written (a read-only install), the kernels are compiled with
