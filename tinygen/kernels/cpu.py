@@ -475,11 +475,35 @@ def _load_flag(typingctx, flag):
     return signature, codegen
 
 
+def _no_yield() -> int:
+    return 0
+
+
+# The C library's sched_yield, called from compiled code by its name (which keeps the
+# kernel cacheable); where there is none, a stand-in that does nothing.
+_yield_core = (
+    numba.types.ExternalFunction("sched_yield", numba.types.int32())
+    if os.name == "posix"
+    else numba.njit(nogil=True)(_no_yield)
+)
+
+
 def _wait_for_flag_body(flag, polls):
-    """True as soon as flag[0] (int64) is not 0, False after `polls` looks at it."""
-    for _ in range(polls):  # noqa: SIM110 (Numba compiles this loop, not a generator)
+    """True as soon as flag[0] (int64) is not 0, False after `polls` looks at it.
+
+    Every 4096 looks (a few microseconds) it offers its core to another thread
+    (sched_yield). A loop that only looks can hold the very core that the thread
+    it waits for was woken on: seen on the 2-core machine after 20 ms idle, a
+    VAE-E1 forward pass in 2 lanes then took 3.9 ms instead of 0.6 (the worker
+    started 2 ms late, when the caller's polling ran out), in 51 to 62 calls of
+    80; with the yields, in none of 80. Training steps, where the threads never
+    idle that long, took 0.99-1.00 of the time.
+    """
+    for i in range(polls):
         if _load_flag(flag) != 0:
             return True
+        if i & 4095 == 4095:
+            _yield_core()
     return False
 
 
