@@ -47,7 +47,11 @@ polling for work (kernels/lanes.py), a VAE-E1 forward + backward took 2.2 ms
 (median) but 12 ms in one call out of three when timed after one untimed call;
 after four untimed calls (about 8 ms), 1.6 ms and no call over 7.3 ms. The
 machine needs a few milliseconds of work to come back to speed, whichever engine
-runs.
+runs. Part of that delay was tinygen's own, found later: a lane thread polling
+for its partner held the core that the partner had been woken on. Since the
+polling yields its core every few microseconds (cpu.wait_for_flag), a 2-thread
+VAE-E1 forward pass timed this way takes 0.53 ms (median) where it took 2.4 to
+3.9 ms.
 
 OpenBLAS: when OPENBLAS_CORETYPE (or OPENBLAS_L2_SIZE) is set, OpenBLAS may run
 the kernel of an older core, much slower than this CPU allows, while PyTorch

@@ -187,8 +187,9 @@ def _outcome(work: Callable[[list], Any], lane_run: list) -> tuple[bool, Any]:
 # per ConvVAE training step. So a worker that has finished a lane keeps polling
 # its flag for SPIN_SECONDS before it sleeps, as OpenMP's threads do (PyTorch's
 # included), and the caller polls for the end of the lanes in the same way. The
-# polling runs in a Numba kernel that releases the GIL (cpu.wait_for_flag);
-# without Numba, the threads sleep at once. Measured on the 2-core machine,
+# polling runs in a Numba kernel that releases the GIL (cpu.wait_for_flag) and
+# offers its core to other threads every few microseconds (its docstring says
+# why); without Numba, the threads sleep at once. Measured on the 2-core machine,
 # training steps at batch 64 in blocks alternating with SPIN_SECONDS = 0:
 # DCGAN-28 0.94 of the time, ConvVAE-28 0.98 to 1.0.
 
