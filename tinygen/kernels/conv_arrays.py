@@ -306,7 +306,8 @@ def _forward_gemm(
     backward of DCGAN-D2 (kept columns, K = 1024, Co = 128) 0.89 of the time, of
     DCGAN-G2 0.87; with columns fresh from im2col the plain order was as fast or
     faster (the 128-channel generic 3x3 layer, K = 1152: forward 1.07 times slower
-    transposed), and with K = 16 (DCGAN-D1, G3) the plain order won too.
+    transposed), and with K = 16 (DCGAN-D1, G3) the plain order won too. Columns of
+    few rows (`_per_image`) skip both: one GEMM per image, straight into y_chunk.
     """
     Nc, G, Co, L = y_chunk.shape
     if _per_image(col3.shape[1] * G, L, xp):
