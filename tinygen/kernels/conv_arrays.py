@@ -448,21 +448,21 @@ def conv2d_backward_weight(
         return gW.reshape(C_out, C, 1, 1)
 
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
+    per_image = _per_image(C * KH * KW, L, xp)
 
     def lane(run: list) -> Any:
         """This lane's share of gW: the sum over its chunks, in order."""
         gW = xp.zeros((G, C_out // G, Cg * KH * KW), dtype=x.dtype)
         for n0, n1, col in _column_chunks(x, run, (KH, KW), stride, padding, dilation, columns):
             Nc = n1 - n0
-            if _per_image(C * KH * KW, L, xp):  # one GEMM per image, summed in image order
-                per_image = col.reshape(G, Cg * KH * KW, Nc, L).transpose(2, 0, 3, 1)
+            if per_image:  # one GEMM per image, summed in image order
+                col4 = col.reshape(G, Cg * KH * KW, Nc, L).transpose(2, 0, 3, 1)  # (Nc, G, L, K)
                 gy4 = gy[n0:n1].reshape(Nc, G, C_out // G, L)
-                gW += xp.matmul(gy4, per_image).sum(axis=0)  # (Nc, G, Co, K) -> (G, Co, K)
-                continue
-            gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
-            col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
-            gW += _weight_gemm(gyT.reshape(G, C_out // G, Nc * L), col3, xp)
-            # (G, C_out/G, Cg*KH*KW)
+                gW += xp.matmul(gy4, col4).sum(axis=0)  # (Nc, G, Co, K) -> (G, Co, K)
+            else:
+                gyT = _gy_as_matrix(gy[n0:n1], xp)  # (C_out, Nc*L)
+                col3 = col.reshape(G, Cg * KH * KW, Nc * L)  # (G, Cg*KH*KW, Nc*L)
+                gW += _weight_gemm(gyT.reshape(G, C_out // G, Nc * L), col3, xp)
         return gW
 
     shares = lanes.run(lane, chunks, n_lanes)

@@ -1,4 +1,5 @@
-"""im2col and col2im compiled by Numba: the fast CPU path (and, at the end, fused.py's kernels).
+"""im2col and col2im compiled by Numba: the fast CPU path (then fused.py's kernels and the
+GIL-free polling loop of lanes.py).
 
 Same arguments, same column layout and same results (to the last bit in
 float64) as reference.py, whose docstring holds the notation and the index
@@ -22,17 +23,17 @@ vectorizing the copy (im2col of a 3x3 kernel over 64x32x32 ran 2.8x slower).
 Unsigned and signed ints never meet in one expression, since Numba would
 turn their sum into a float.
 
-The vectorized copy needs stride 1, where a row of a window is a contiguous run. With a
-horizontal stride above 1 the run is OW elements SW apart (7 in the strided
-DCGAN and VAE layers): LLVM does not vectorize it, and the bookkeeping of each
-short run costs as much as its copy. Those layers use a second pair of
-kernels, driven by a table (`_tap_table`): a tap (kh, kw) reads the same
-offsets ih*W + iw in every plane, so they are computed once per geometry, and
-each (row, image) or (plane, tap) becomes one flat loop over the OH*OW output
-positions. Measured, one thread, float32, a 16-image DCGAN-D2 chunk (64
-channels, 14x14, 4x4 kernel, stride 2): im2col 0.74 -> 0.42 ms, col2im 0.65 ->
-0.55 ms; with stride 1 the row kernels stay the faster (im2col of 64x32x32,
-3x3: 0.18 against 0.32 ms).
+The vectorized copy needs stride 1, where a row of a window is a contiguous
+run. With a horizontal stride above 1 the run is OW elements SW apart (7 in
+the strided DCGAN and VAE layers): LLVM does not vectorize it, and the
+bookkeeping of each short run costs as much as its copy. Those layers use a
+second pair of kernels, driven by a table (`_tap_table`): a tap (kh, kw)
+reads the same offsets ih*W + iw in every plane, so they are computed once
+per geometry, and each (row, image) or (plane, tap) becomes one flat loop
+over the OH*OW output positions. Measured, one thread, float32, a 16-image
+DCGAN-D2 chunk (64 channels, 14x14, 4x4 kernel, stride 2): im2col 0.74 ->
+0.42 ms, col2im 0.65 -> 0.55 ms; with stride 1 the row kernels stay the
+faster (im2col of 64x32x32, 3x3: 0.18 against 0.32 ms).
 
 Numba caches the machine code on disk (`cache=True`). When the cache folder
 cannot be written (a read-only install), the kernels are compiled with
@@ -256,7 +257,10 @@ def _tap_table(
     inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
     offset = np.where(inside, ih * W + iw, 0).astype(np.uint64).reshape(-1)
     whole = inside.reshape(KH * KW, OH * OW).all(axis=1)
-    return offset, inside.reshape(-1).astype(np.uint8), whole.astype(np.uint8)
+    table = offset, inside.reshape(-1).astype(np.uint8), whole.astype(np.uint8)
+    for array in table:  # shared by every later call with this geometry: read-only
+        array.flags.writeable = False
+    return table
 
 
 _im2col_parallel = _compile(_im2col_body, parallel=True)
