@@ -49,6 +49,11 @@ im2col entirely because their columns are the input itself:
 - a 1x1 kernel with stride 1 and no padding: y[n] = W @ x[n], per image;
 - a kernel covering the whole (unpadded) input, OH = OW = 1:
   y = x.reshape(N, C*H*W) @ W.T, one plain GEMM.
+
+And one computes differently: a 3x3 kernel with stride 1, one group and at least
+16 channels in and out (the generic layers of the benchmarks, not the reference
+models' 4x4 stride-2 and 7x7 ones) runs all three products through Winograd's
+tiles on the CPU, with 2.25x fewer multiplications (winograd.py).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from tinygen.backend import get_array_module
-from tinygen.kernels import col2im, im2col, lanes
+from tinygen.kernels import col2im, im2col, lanes, winograd
 from tinygen.kernels.reference import Pair, conv_output_size
 
 # The largest column buffer one batch chunk may use (at least one image is always taken).
@@ -134,19 +139,23 @@ def plan(
 ) -> dict:
     """How conv2d_forward will compute this convolution: its path and its column buffer.
 
-    Returns {"path": "im2col" | "pointwise" | "whole-input", "lanes", "images_per_chunk",
-    "column_bytes_per_chunk", "column_bytes_whole_batch"} (0 bytes on the two
-    paths that need no columns), for numpy arrays with the lanes in force now.
+    Returns {"path": "im2col" | "pointwise" | "whole-input" | "winograd", "lanes",
+    "images_per_chunk", "column_bytes_per_chunk", "column_bytes_whole_batch"} (0 bytes
+    on the three paths that need no columns), for numpy arrays of float32 (itemsize 4)
+    or float64 with the lanes in force now.
     """
     N, _, H, W = x_shape
     kernel_size = tuple(weight_shape[2:])
+    probe = np.empty(0, dtype=np.float32 if itemsize == 4 else np.float64)  # for `applies`
     if _is_whole_input((H, W), kernel_size, padding, dilation, groups):
         path = "whole-input"
     elif _is_pointwise(kernel_size, stride, padding, groups):
         path = "pointwise"
+    elif winograd.applies(probe, weight_shape, stride, padding, dilation, groups):
+        path = "winograd"
     else:
         path = "im2col"
-    n_lanes = lanes.count() if path == "im2col" else 1
+    n_lanes = lanes.count() if path in ("im2col", "winograd") else 1
     per_image, chunk = column_bytes(
         x_shape, kernel_size, stride, padding, dilation, itemsize, n_lanes
     )
@@ -277,6 +286,9 @@ def conv2d_forward(
         y = xp.matmul(W2, x.reshape(N, C, H * W))  # (N, C_out, H*W), one GEMM per image
         return _plus_bias(y.reshape(N, C_out, OH, OW), bias)
 
+    if winograd.applies(x, weight.shape, stride, padding, dilation, G):
+        return winograd.conv2d_forward(x, weight, padding, dilation, bias)
+
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
     y = xp.empty((N, C_out, L), dtype=x.dtype)
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
@@ -385,6 +397,9 @@ def conv2d_backward_input(
         gx = xp.matmul(W2.T, gy.reshape(N, C_out, L))  # (N, C, H*W), one GEMM per image
         return _plus_bias(gx.reshape(N, C, H, W), bias)
 
+    if winograd.applies(gy, weight.shape, stride, padding, dilation, G):
+        return winograd.conv2d_backward_input(gy, weight, padding, dilation, bias)
+
     W3t = W2.reshape(G, C_out // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, Cg*KH*KW, C_out/G)
     gx = xp.empty((N, C, H, W), dtype=gy.dtype)
     n_lanes = _lane_count(xp)
@@ -446,6 +461,9 @@ def conv2d_backward_weight(
         xT = xp.ascontiguousarray(x.reshape(N, C, L).transpose(1, 0, 2))  # (C, N, L)
         gW = _gy_as_matrix(gy, xp) @ xT.reshape(C, N * L).T  # (C_out, C)
         return gW.reshape(C_out, C, 1, 1)
+
+    if winograd.applies(x, (C_out, C, KH, KW), stride, padding, dilation, G):
+        return winograd.conv2d_backward_weight(x, gy, padding, dilation)
 
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
     per_image = _per_image(C * KH * KW, L, xp)

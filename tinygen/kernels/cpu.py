@@ -274,6 +274,124 @@ _col2im_strided_serial = _compile(_col2im_strided_body, parallel=False)
 
 
 # ---------------------------------------------------------------------------
+# Winograd's tiles (what tinygen/kernels/winograd.py runs; its docstring has the math)
+# ---------------------------------------------------------------------------
+#
+# A tile is the 2x2 block of output pixels at rows (r, r + DH), columns (s, s + DW),
+# where r and s run over winograd.tile_bases(OH, DH) and (OW, DW): row_base and col_base
+# here. Tile t = (n*TH + th)*TW + tw of a chunk is column t of the (16, channels, tiles)
+# matrices; entry 4a+b holds element (a, b) of a 4x4 transformed tile. Each kernel
+# copies a tile row's input rows into a buffer with zero margins first, so that the
+# loops over a row's tiles read no padding and test no bounds. Serial: lanes run them.
+
+
+def _winograd_tiles_body(x, V, row_base, col_base, PH, PW, DH, DW):
+    """V[4a+b, c, t] = (B^T d B)[a, b], d the 4x4 input tile of tile t in plane x[n, c].
+
+    Tile (r, s) reads x[n, c, r - PH + DH*a, s - PW + DW*b] for a, b in 0..3 (0 outside).
+    B^T is applied first down the columns of the four rows (a whole row at once), then
+    along each tile's four columns.
+    """
+    N, C, H, W = x.shape
+    TH, TW = row_base.size, col_base.size
+    rows = np.zeros((4, W + 2 * PW + DW), dtype=x.dtype)  # rows[a, PW + j] = x[.., ih_a, j]
+    e = np.zeros_like(rows)  # B^T rows: e[a] = sum over a' of B^T[a, a'] rows[a']
+    for n in range(N):
+        for c in range(C):
+            for th in range(TH):
+                for a in range(4):
+                    ih = row_base[th] - PH + DH * a
+                    if 0 <= ih < H:
+                        rows[a, PW : PW + W] = x[n, c, ih]
+                    else:
+                        rows[a, PW : PW + W] = 0
+                for j in range(rows.shape[1]):
+                    e[0, j] = rows[0, j] - rows[2, j]
+                    e[1, j] = rows[1, j] + rows[2, j]
+                    e[2, j] = rows[2, j] - rows[1, j]
+                    e[3, j] = rows[1, j] - rows[3, j]
+                t0 = (n * TH + th) * TW
+                for a in range(4):
+                    for tw in range(TW):
+                        j = col_base[tw]  # the tile's columns in `rows`: j + DW*b
+                        d0, d1, d2, d3 = e[a, j], e[a, j + DW], e[a, j + 2 * DW], e[a, j + 3 * DW]
+                        V[4 * a, c, t0 + tw] = d0 - d2
+                        V[4 * a + 1, c, t0 + tw] = d1 + d2
+                        V[4 * a + 2, c, t0 + tw] = d2 - d1
+                        V[4 * a + 3, c, t0 + tw] = d1 - d3
+
+
+def _winograd_untile_body(M, y, row_base, col_base, DH, DW, bias):
+    """y[n, o, r + DH*i, s + DW*j] = (A^T m A)[i, j] + bias[o], m = M[:, o, t] as 4x4.
+
+    A^T is applied down the columns of the tiles of a tile row first (r2[i, b, tw]),
+    then along rows; the pixels of a tile beyond OH or OW (odd sizes) are dropped.
+    """
+    N, C_out, OH, OW = y.shape
+    TH, TW = row_base.size, col_base.size
+    r2 = np.zeros((2, 4, TW), dtype=y.dtype)
+    out = np.zeros((2, OW + DW + 1), dtype=y.dtype)  # a tile row's two output rows, with room
+    for n in range(N):
+        for o in range(C_out):
+            for th in range(TH):
+                t0 = (n * TH + th) * TW
+                for b in range(4):
+                    for tw in range(TW):
+                        m1, m2 = M[4 + b, o, t0 + tw], M[8 + b, o, t0 + tw]
+                        r2[0, b, tw] = M[b, o, t0 + tw] + m1 + m2
+                        r2[1, b, tw] = m1 - m2 - M[12 + b, o, t0 + tw]
+                for i in range(2):
+                    for tw in range(TW):
+                        j = col_base[tw]
+                        out[i, j] = r2[i, 0, tw] + r2[i, 1, tw] + r2[i, 2, tw] + bias[o]
+                        out[i, j + DW] = r2[i, 1, tw] - r2[i, 2, tw] - r2[i, 3, tw] + bias[o]
+                for i in range(2):
+                    oh = row_base[th] + DH * i
+                    if oh < OH:
+                        y[n, o, oh] = out[i, :OW]
+
+
+def _winograd_grad_tiles_body(gy, Mg, row_base, col_base, DH, DW):
+    """Mg[4a+b, o, t] = (A g A^T)[a, b], g the 2x2 tile t of gy[n, o] (0 beyond OH, OW).
+
+    The adjoint of the untiling above (without its bias): what the weight gradient
+    multiplies with the input's tiles.
+    """
+    N, C_out, OH, OW = gy.shape
+    TH, TW = row_base.size, col_base.size
+    rows = np.zeros((2, OW + DW + 1), dtype=gy.dtype)  # the tile row's two gy rows, zero beyond OW
+    e = np.zeros((4, rows.shape[1]), dtype=gy.dtype)  # A down the columns: (A g)[a] per column
+    for n in range(N):
+        for o in range(C_out):
+            for th in range(TH):
+                for i in range(2):
+                    oh = row_base[th] + DH * i
+                    if oh < OH:
+                        rows[i, :OW] = gy[n, o, oh]
+                    else:
+                        rows[i, :OW] = 0
+                for j in range(rows.shape[1]):
+                    e[0, j] = rows[0, j]
+                    e[1, j] = rows[0, j] + rows[1, j]
+                    e[2, j] = rows[0, j] - rows[1, j]
+                    e[3, j] = -rows[1, j]
+                t0 = (n * TH + th) * TW
+                for a in range(4):
+                    for tw in range(TW):
+                        j = col_base[tw]  # then A along the tile's two columns j, j + DW
+                        u0, u1 = e[a, j], e[a, j + DW]
+                        Mg[4 * a, o, t0 + tw] = u0
+                        Mg[4 * a + 1, o, t0 + tw] = u0 + u1
+                        Mg[4 * a + 2, o, t0 + tw] = u0 - u1
+                        Mg[4 * a + 3, o, t0 + tw] = -u1
+
+
+_winograd_tiles = _compile(_winograd_tiles_body, parallel=False)
+_winograd_untile = _compile(_winograd_untile_body, parallel=False)
+_winograd_grad_tiles = _compile(_winograd_grad_tiles_body, parallel=False)
+
+
+# ---------------------------------------------------------------------------
 # The fused layer kernels (what tinygen/kernels/fused.py runs on numpy arrays)
 # ---------------------------------------------------------------------------
 #
@@ -457,6 +575,27 @@ def col2im(
     return out
 
 
+def winograd_tiles(
+    x: np.ndarray, V: np.ndarray, row_base: Any, col_base: Any, padding: Pair, dilation: Pair
+) -> None:
+    """Fill V (16, C, N*TH*TW) with the transformed input tiles of x (N, C, H, W)."""
+    _winograd_tiles(x, V, row_base, col_base, *padding, *dilation)
+
+
+def winograd_untile(
+    M: np.ndarray, y: np.ndarray, row_base: Any, col_base: Any, dilation: Pair, bias: Any
+) -> None:
+    """Fill y (N, C_out, OH, OW) from the products M (16, C_out, N*TH*TW), plus bias (C_out,)."""
+    _winograd_untile(M, y, row_base, col_base, *dilation, bias)
+
+
+def winograd_grad_tiles(
+    gy: np.ndarray, Mg: np.ndarray, row_base: Any, col_base: Any, dilation: Pair
+) -> None:
+    """Fill Mg (16, C_out, N*TH*TW) with the transformed output-gradient tiles of gy."""
+    _winograd_grad_tiles(gy, Mg, row_base, col_base, *dilation)
+
+
 # ---------------------------------------------------------------------------
 # Polling a flag without the GIL (lanes.py's threads wait for work this way)
 # ---------------------------------------------------------------------------
@@ -608,6 +747,14 @@ def warmup(dtypes: tuple = (np.float32, np.float64), threaded: bool = True) -> f
             for stride in (one, (2, 2)):  # the row kernels, then the table-driven ones
                 col = im2col(x, (2, 2), stride, one, one, parallel=parallel)
                 col2im(col, x.shape, (2, 2), stride, one, one, parallel=parallel)
+        bases = np.zeros(1, dtype=np.int64)
+        bases.flags.writeable = False  # as winograd.tile_bases hands them out
+        V = np.empty((16, 1, 1), dtype=dtype)
+        winograd_tiles(x, V, bases, bases, one, one)
+        winograd_untile(
+            V, np.empty((1, 1, 2, 2), dtype=dtype), bases, bases, one, np.zeros(1, dtype)
+        )
+        winograd_grad_tiles(x, V, bases, bases, one)
         leaky_relu_backward(x, leaky_relu(x, 0.2), 0.2)
         ones = np.ones(1, dtype=dtype)
         _, xhat, _, invstd, _ = batch_norm(x, ones, ones, 1e-5)

@@ -1,0 +1,213 @@
+"""Winograd's minimal filtering: 3x3 convolutions with stride 1 in 2.25x fewer multiplications.
+
+Two neighbouring outputs of a 3-tap correlation share two of their inputs:
+
+    y0 = d0*g0 + d1*g1 + d2*g2
+    y1 = d1*g0 + d2*g1 + d3*g2          (6 multiplications)
+
+Winograd's F(2, 3) gets both from four products of sums:
+
+    m0 = (d0 - d2) * g0                 y0 = m0 + m1 + m2
+    m1 = (d1 + d2) * (g0 + g1 + g2)/2   y1 = m1 - m2 - m3
+    m2 = (d2 - d1) * (g0 - g1 + g2)/2
+    m3 = (d1 - d3) * g2                 (4 multiplications; expand them to check)
+
+or, with the matrices below, y = A_T @ ((G @ g) * (B_T @ d)). Nested over rows
+and columns it gives a 2x2 block of outputs (a tile) from a 4x4 block of
+inputs d and the 3x3 kernel g:
+
+    Y = A_T @ [(G @ g @ G.T) * (B_T @ d @ B_T.T)] @ A_T.T   (16 multiplications, not 36)
+
+(`tile` computes exactly this, for one tile.) A convolution sums such
+products over the input channels, and since A_T is the same for every
+channel, the sum moves inside: with U[o, c] = G g[o, c] G^T (the weight,
+transformed once) and V[c, t] = B^T d[c, t] B (input tile t of channel c),
+each of the 16 positions k of a 4x4 tile is one matrix product
+
+    M[k] = U[k] @ V[k]          (C_out, C) @ (C, tiles) -> (C_out, tiles)
+
+and each output tile is A^T M[:, o, t] A. The GEMMs do 2*16*C*C_out
+floating-point operations per 4 output pixels where im2col's does 2*36: 2.25x
+less. What it costs in exchange are the two transforms, passes over memory
+(cpu.py's `_winograd_*` kernels), and V, 4x the size of the input.
+
+Dilation D spaces the three taps D apart; a tile's two rows (and columns) are
+then D apart too, r and r + D, for every r with r mod 2D < D (`tile_bases`).
+
+The backward pass uses the same three steps:
+
+- input gradient: for stride 1, the input gradient of a convolution is itself
+  a convolution of gy, with the kernel flipped in space, its input and output
+  channels swapped and padding 2D - P. So it is `conv2d_forward` again (which
+  is also a stride-1 transposed convolution's forward pass);
+- weight gradient: a tile's Y is linear in g, and moving the transforms to the
+  other side of the inner product, <gY, A^T[(G g G^T) * V]A> =
+  <G^T[(A gY A^T) * V]G, g>, so gW = G^T (sum over tiles of (A gY A^T) * V) G,
+  16 GEMMs (C_out, tiles) @ (tiles, C) summed over the whole batch.
+
+The matrices hold 0, +-1 and +-1/2, so the results agree with im2col's to
+round-off: in float64 to the last few bits, in float32 to about 1e-6 of the
+largest output (tests/test_conv.py checks both).
+
+When: on numpy arrays with the Numba kernels (conv_arrays.py asks `applies`),
+for 3x3 kernels, stride 1, one group, padding at most 2D (so that the input
+gradient's padding 2D - P is not negative), and at least MIN_CHANNELS input
+and output channels, below which the GEMMs are too thin for the transforms to
+pay. Measured, float32, one thread, forward alone: (32, 64, 32, 32) with 64
+output channels 30.3 -> 19.9 ms, (16, 128, 28, 28) with 128 34.4 -> 23.6 ms.
+cupy arrays keep im2col.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from tinygen.kernels import kernel_choice, lanes
+from tinygen.kernels.reference import Pair
+
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+# Both the input and the output channels must number at least this many.
+MIN_CHANNELS = 16
+
+# The tiles of one batch chunk, V and M (or Mg) together, take at most this many bytes
+# (at least one image is always taken).
+TILE_BUDGET_BYTES = 2 << 20
+
+
+def tile(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The 2x2 correlation of a 4x4 input block d with a 3x3 kernel g, in 16 multiplications."""
+    return A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T
+
+
+def applies(
+    x: Any, weight_shape: tuple, stride: Pair, padding: Pair, dilation: Pair, groups: int
+) -> bool:
+    """Whether a convolution of x (an array) with a weight of this shape runs here."""
+    return (
+        isinstance(x, np.ndarray)
+        and x.dtype in (np.float32, np.float64)
+        and tuple(weight_shape[2:]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and groups == 1
+        and all(0 <= p <= 2 * d for p, d in zip(padding, dilation))
+        and min(weight_shape[0], weight_shape[1]) >= MIN_CHANNELS
+        and kernel_choice(x) == "numba"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def tile_bases(size: int, dilation: int) -> np.ndarray:
+    """The first row (or column) of every tile: r with r mod 2D < D, r < size; the tile
+    covers r and r + D. Read-only, shared by every call with these numbers."""
+    bases = np.array([r for r in range(size) if r % (2 * dilation) < dilation], dtype=np.int64)
+    bases.flags.writeable = False
+    return bases
+
+
+def transform_weight(weight: np.ndarray) -> np.ndarray:
+    """U (16, C_out, C): U[4i+j, o, c] = (G @ weight[o, c] @ G.T)[i, j]."""
+    G_ = G.astype(weight.dtype)
+    U = np.einsum("ia,ocab,jb->ijoc", G_, weight, G_)  # (4, 4, C_out, C)
+    return np.ascontiguousarray(U).reshape(16, *weight.shape[:2])
+
+
+def _cpu() -> Any:
+    from tinygen.kernels import cpu  # imported by now: `applies` checked that Numba runs
+
+    return cpu
+
+
+def _lane_chunks(N: int, per_image: int) -> tuple[int, list[tuple[int, int]]]:
+    """(lanes, chunks): the batch in chunks within TILE_BUDGET_BYTES, one at least per lane."""
+    n_lanes = lanes.count()
+    largest = max(1, min(N, TILE_BUDGET_BYTES // max(per_image, 1)))
+    pieces = max(-(-N // largest), min(n_lanes, N))
+    chunk = -(-N // pieces)
+    return n_lanes, [(n0, min(N, n0 + chunk)) for n0 in range(0, N, chunk)]
+
+
+def conv2d_forward(
+    x: np.ndarray, weight: np.ndarray, padding: Pair, dilation: Pair, bias: Any = None
+) -> np.ndarray:
+    """conv2d(x, weight) + bias with a 3x3 weight (C_out, C, 3, 3) and stride 1."""
+    cpu = _cpu()
+    N, C, H, W = x.shape
+    C_out = weight.shape[0]
+    OH = H + 2 * padding[0] - 2 * dilation[0]
+    OW = W + 2 * padding[1] - 2 * dilation[1]
+    rows, cols = tile_bases(OH, dilation[0]), tile_bases(OW, dilation[1])
+    T = rows.size * cols.size  # tiles per image
+    x = np.ascontiguousarray(x)
+    U = transform_weight(weight)
+    b = np.zeros(C_out, dtype=x.dtype) if bias is None else bias.astype(x.dtype).reshape(C_out)
+    y = np.empty((N, C_out, OH, OW), dtype=x.dtype)
+    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize)
+
+    def lane(run: list) -> None:
+        largest = max(n1 - n0 for n0, n1 in run) * T
+        V_buffer = np.empty(16 * C * largest, dtype=x.dtype)
+        M_buffer = np.empty(16 * C_out * largest, dtype=x.dtype)
+        for n0, n1 in run:
+            P = (n1 - n0) * T
+            V = V_buffer[: 16 * C * P].reshape(16, C, P)
+            M = M_buffer[: 16 * C_out * P].reshape(16, C_out, P)
+            cpu.winograd_tiles(x[n0:n1], V, rows, cols, padding, dilation)
+            np.matmul(U, V, out=M)  # 16 GEMMs (C_out, C) @ (C, P)
+            cpu.winograd_untile(M, y[n0:n1], rows, cols, dilation, b)
+
+    lanes.run(lane, chunks, n_lanes)
+    return y
+
+
+def conv2d_backward_input(
+    gy: np.ndarray, weight: np.ndarray, padding: Pair, dilation: Pair, bias: Any = None
+) -> np.ndarray:
+    """gx of a 3x3, stride-1 conv2d (also conv_transpose2d's forward, + its bias):
+    the convolution of gy with the flipped, channel-swapped kernel and padding 2D - P."""
+    flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, C_out, 3, 3)
+    full = (2 * dilation[0] - padding[0], 2 * dilation[1] - padding[1])
+    return conv2d_forward(gy, flipped, full, dilation, bias)
+
+
+def conv2d_backward_weight(
+    x: np.ndarray, gy: np.ndarray, padding: Pair, dilation: Pair
+) -> np.ndarray:
+    """gW (C_out, C, 3, 3) of a 3x3, stride-1 conv2d of x (N, C, H, W), gy (N, C_out, OH, OW)."""
+    cpu = _cpu()
+    N, C, _, _ = x.shape
+    _, C_out, OH, OW = gy.shape
+    rows, cols = tile_bases(OH, dilation[0]), tile_bases(OW, dilation[1])
+    T = rows.size * cols.size
+    x = np.ascontiguousarray(x)
+    gy = np.ascontiguousarray(gy)
+    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize)
+
+    def lane(run: list) -> np.ndarray:
+        """This lane's sum over its chunks, in order, of the 16 products Mg @ V^T."""
+        largest = max(n1 - n0 for n0, n1 in run) * T
+        V_buffer = np.empty(16 * C * largest, dtype=x.dtype)
+        Mg_buffer = np.empty(16 * C_out * largest, dtype=x.dtype)
+        gU = np.zeros((16, C_out, C), dtype=x.dtype)
+        product = np.empty_like(gU)
+        for n0, n1 in run:
+            P = (n1 - n0) * T
+            V = V_buffer[: 16 * C * P].reshape(16, C, P)
+            Mg = Mg_buffer[: 16 * C_out * P].reshape(16, C_out, P)
+            cpu.winograd_tiles(x[n0:n1], V, rows, cols, padding, dilation)
+            cpu.winograd_grad_tiles(gy[n0:n1], Mg, rows, cols, dilation)
+            gU += np.matmul(Mg, V.transpose(0, 2, 1), out=product)  # (C_out, P) @ (P, C)
+        return gU
+
+    shares = lanes.run(lane, chunks, n_lanes)
+    gU = shares[0]
+    for share in shares[1:]:  # in lane order: the same sum whichever lane ended first
+        gU += share
+    G_ = G.astype(x.dtype)
+    gW = np.einsum("ia,ijoc,jb->ocab", G_, gU.reshape(4, 4, C_out, C), G_)  # G^T gU G
+    return np.ascontiguousarray(gW)
