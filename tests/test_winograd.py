@@ -6,7 +6,7 @@ float64 round-off over drawn sizes, paddings, dilations and biases, with one lan
 two; conv2d and conv_transpose2d keep correct first and second derivatives through
 it; float32 stays close to float64; and the path is taken only where it is exact.
 
-The path normally waits for 16 channels (winograd.MIN_CHANNELS); the tests lower
+The path normally waits for 32 channels (winograd.MIN_CHANNELS); the tests lower
 that to 1 so that small, quickly checked shapes run through it.
 """
 
@@ -116,8 +116,8 @@ def test_products_equal_the_im2col_products(monkeypatch, n_lanes, case):
 
 
 def test_float32_stays_within_round_off_of_float64():
-    # At the default MIN_CHANNELS: 16 channels, as a real layer would take this path.
-    x, weight = _random((2, 16, 10, 9), 30), _random((24, 16, 3, 3), 31)
+    # At the default MIN_CHANNELS: 32 channels, as a real layer would take this path.
+    x, weight = _random((2, 32, 10, 9), 30), _random((40, 32, 3, 3), 31)
     options = ((1, 1), (1, 1), (1, 1), 1)
     assert winograd.applies(x.astype(np.float32), weight.shape, *options)
     exact = conv_arrays.conv2d_forward(x, weight, *options)
@@ -167,14 +167,14 @@ def test_second_derivatives_hold_through_winograd(monkeypatch, op, case):
 
 def test_path_is_taken_only_where_it_is_exact(monkeypatch):
     x = np.empty(0, dtype=np.float32)
-    weight_shape, one = (16, 16, 3, 3), (1, 1)
+    weight_shape, one = (32, 32, 3, 3), (1, 1)
     assert winograd.applies(x, weight_shape, one, one, one, 1)
     assert winograd.applies(x, weight_shape, one, (2, 0), one, 1)  # padding up to 2D
     assert not winograd.applies(x, weight_shape, (2, 2), one, one, 1)  # stride 2
-    assert not winograd.applies(x, (16, 8, 3, 3), one, one, one, 2)  # two groups
+    assert not winograd.applies(x, (32, 16, 3, 3), one, one, one, 2)  # two groups
     assert not winograd.applies(x, weight_shape, one, (3, 1), one, 1)  # padding above 2D
-    assert not winograd.applies(x, (16, 16, 5, 5), one, one, one, 1)  # not 3x3
-    assert not winograd.applies(x, (16, 8, 3, 3), one, one, one, 1)  # too few channels
+    assert not winograd.applies(x, (32, 32, 5, 5), one, one, one, 1)  # not 3x3
+    assert not winograd.applies(x, (32, 16, 3, 3), one, one, one, 1)  # too few channels
     assert not winograd.applies(x.astype(np.float16), weight_shape, one, one, one, 1)
     monkeypatch.setenv("TINYGEN_KERNELS", "reference")  # the NumPy path stays im2col
     assert not winograd.applies(x, weight_shape, one, one, one, 1)

@@ -51,7 +51,7 @@ im2col entirely because their columns are the input itself:
   y = x.reshape(N, C*H*W) @ W.T, one plain GEMM.
 
 And one computes differently: a 3x3 kernel with stride 1, one group and at least
-16 channels in and out (the generic layers of the benchmarks, not the reference
+32 channels in and out (the generic layers of the benchmarks, not the reference
 models' 4x4 stride-2 and 7x7 ones) runs all three products through Winograd's
 tiles on the CPU, with 2.25x fewer multiplications (winograd.py).
 """
