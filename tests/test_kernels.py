@@ -457,6 +457,26 @@ def test_array_bias_on_the_paths_without_columns(x_shape, weight_shape):
     np.testing.assert_array_equal(gx_biased, gx + bias_in.reshape(1, -1, 1, 1))
 
 
+@pytest.mark.parametrize("n_lanes", [1, 2])
+def test_pointwise_products_in_lanes_are_the_channel_sums(monkeypatch, n_lanes):
+    # A 1x1 convolution needs no columns; its batch is still shared out between the lanes.
+    x, gy = _random((3, 4, 5, 6), seed=29), _random((3, 6, 5, 6), seed=30)
+    weight, bias = _random((6, 4, 1, 1), seed=31), _random((6,), seed=32)
+    options = ((1, 1), (0, 0), (1, 1), 1)
+    monkeypatch.setattr(conv_arrays, "LANE_MIN_BYTES", 0)
+    with lanes.threads(n_lanes):
+        assert conv_arrays._lane_pieces(x, np)[0] == n_lanes
+        y = conv_arrays.conv2d_forward(x, weight, *options, bias=bias)
+        gx = conv_arrays.conv2d_backward_input(gy, weight, (5, 6), *options)
+        gW = conv_arrays.conv2d_backward_weight(x, gy, (1, 1), *options)
+    W = weight[:, :, 0, 0]
+    expected_y = np.einsum("oc,nchw->nohw", W, x) + bias.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gx, np.einsum("oc,nohw->nchw", W, gy), rtol=1e-13, atol=1e-13)
+    expected_gW = np.einsum("nohw,nchw->oc", gy, x).reshape(6, 4, 1, 1)
+    np.testing.assert_allclose(gW, expected_gW, rtol=1e-13, atol=1e-13)
+
+
 def test_array_conv2d_keeps_float32():
     x = _random((2, 3, 6, 6), np.float32)
     weight = _random((4, 3, 3, 3), np.float32)

@@ -46,7 +46,8 @@ them back as `columns=`), so im2col runs once per step. Larger ones are never
 held: the backward pass recomputes them chunk by chunk. Two shapes skip
 im2col entirely because their columns are the input itself:
 
-- a 1x1 kernel with stride 1 and no padding: y[n] = W @ x[n], per image;
+- a 1x1 kernel with stride 1 and no padding: y[n] = W @ x[n], per image, the
+  batch shared out between the lanes;
 - a kernel covering the whole (unpadded) input, OH = OW = 1:
   y = x.reshape(N, C*H*W) @ W.T, one plain GEMM.
 
@@ -155,7 +156,11 @@ def plan(
         path = "winograd"
     else:
         path = "im2col"
-    n_lanes = lanes.count() if path in ("im2col", "winograd") else 1
+    n_lanes = 1
+    if path in ("im2col", "winograd"):
+        n_lanes = lanes.count()
+    elif path == "pointwise" and int(np.prod(x_shape)) * itemsize >= LANE_MIN_BYTES:
+        n_lanes = lanes.count()  # as _lane_pieces shares out the batch
     per_image, chunk = column_bytes(
         x_shape, kernel_size, stride, padding, dilation, itemsize, n_lanes
     )
@@ -194,6 +199,14 @@ def columns(x: Any, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pa
         ]
 
     return [kept for lane_columns in lanes.run(lane, chunks, n_lanes) for kept in lane_columns]
+
+
+def _lane_pieces(x: Any, xp: Any) -> tuple[int, list[tuple[int, int]]]:
+    """(lanes, chunks) for the paths without columns: the batch in one chunk per lane,
+    or whole in one lane when x is smaller than LANE_MIN_BYTES (or on cupy)."""
+    N = x.shape[0]
+    n_lanes = _lane_count(xp) if x.nbytes >= LANE_MIN_BYTES else 1
+    return n_lanes, batch_chunks(x.shape, -(-N // n_lanes))
 
 
 def _is_pointwise(kernel_size: Pair, stride: Pair, padding: Pair, groups: int) -> bool:
@@ -283,8 +296,14 @@ def conv2d_forward(
         y = x.reshape(N, C * H * W) @ W2.T  # (N, C_out)
         return _plus_bias(y.reshape(N, C_out, 1, 1), bias)
     if _is_pointwise((KH, KW), stride, padding, G):
-        y = xp.matmul(W2, x.reshape(N, C, H * W))  # (N, C_out, H*W), one GEMM per image
-        return _plus_bias(y.reshape(N, C_out, OH, OW), bias)
+        x3, y = x.reshape(N, C, H * W), xp.empty((N, C_out, H * W), dtype=x.dtype)
+
+        def images(run: list) -> None:  # one GEMM per image
+            for n0, n1 in run:
+                _plus_bias(xp.matmul(W2, x3[n0:n1], out=y[n0:n1]), bias)
+
+        lanes.run(images, *_lane_pieces(x, xp)[::-1])
+        return y.reshape(N, C_out, OH, OW)
 
     if winograd.applies(x, weight.shape, stride, padding, dilation, G):
         return winograd.conv2d_forward(x, weight, padding, dilation, bias)
@@ -394,8 +413,14 @@ def conv2d_backward_input(
         gx = gy.reshape(N, C_out) @ W2  # (N, C*H*W)
         return _plus_bias(gx.reshape(N, C, H, W), bias)
     if _is_pointwise((KH, KW), stride, padding, G) and (OH, OW) == (H, W):
-        gx = xp.matmul(W2.T, gy.reshape(N, C_out, L))  # (N, C, H*W), one GEMM per image
-        return _plus_bias(gx.reshape(N, C, H, W), bias)
+        gy3, gx = gy.reshape(N, C_out, L), xp.empty((N, C, L), dtype=gy.dtype)
+
+        def images(run: list) -> None:  # one GEMM per image
+            for n0, n1 in run:
+                _plus_bias(xp.matmul(W2.T, gy3[n0:n1], out=gx[n0:n1]), bias)
+
+        lanes.run(images, *_lane_pieces(gy, xp)[::-1])
+        return gx.reshape(N, C, H, W)
 
     if winograd.applies(gy, weight.shape, stride, padding, dilation, G):
         return winograd.conv2d_backward_input(gy, weight, padding, dilation, bias)
@@ -458,9 +483,18 @@ def conv2d_backward_weight(
         gW = gy.reshape(N, C_out).T @ x.reshape(N, C * H * W)  # (C_out, C*H*W)
         return gW.reshape(C_out, C, KH, KW)
     if _is_pointwise((KH, KW), stride, padding, G):
-        xT = xp.ascontiguousarray(x.reshape(N, C, L).transpose(1, 0, 2))  # (C, N, L)
-        gW = _gy_as_matrix(gy, xp) @ xT.reshape(C, N * L).T  # (C_out, C)
-        return gW.reshape(C_out, C, 1, 1)
+
+        def share(run: list) -> Any:  # the sum over this lane's images, as one GEMM each chunk
+            gW = xp.zeros((C_out, C), dtype=x.dtype)
+            for n0, n1 in run:
+                xT = xp.ascontiguousarray(x[n0:n1].reshape(n1 - n0, C, L).transpose(1, 0, 2))
+                gW += _gy_as_matrix(gy[n0:n1], xp) @ xT.reshape(C, (n1 - n0) * L).T
+            return gW
+
+        shares = lanes.run(share, *_lane_pieces(x, xp)[::-1])
+        for later in shares[1:]:  # in lane order
+            shares[0] += later
+        return shares[0].reshape(C_out, C, 1, 1)
 
     if winograd.applies(x, (C_out, C, KH, KW), stride, padding, dilation, G):
         return winograd.conv2d_backward_weight(x, gy, padding, dilation)
