@@ -47,7 +47,7 @@ The backward pass uses the same three steps:
 
 The matrices hold 0, +-1 and +-1/2, so the results agree with im2col's to
 round-off: in float64 to the last few bits, in float32 to about 1e-6 of the
-largest output (tests/test_conv.py checks both).
+largest output (tests/test_winograd.py checks both).
 
 When: on numpy arrays with the Numba kernels (conv_arrays.py asks `applies`),
 for 3x3 kernels, stride 1, one group, padding at most 2D (so that the input
