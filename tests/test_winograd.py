@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import tinygen as tg
 from tinygen.kernels import conv_arrays, lanes, winograd
+from tinygen.kernels.reference import conv_output_size
 from tinygen.ops.conv import conv2d, conv_transpose2d
 
 DRAWN = settings(
@@ -189,3 +190,140 @@ def test_transposed_convolution_with_output_padding_at_stride_1(monkeypatch):
     y = conv_transpose2d(tg.tensor(x), tg.tensor(weight), **options)
     assert y.shape == (1, 3, 7, 8)
     assert tg.gradgradcheck(lambda a, w: conv_transpose2d(a, w, **options), [x, weight])
+
+
+# ---------------------------------------------------------------------------
+# 4x4 kernels with stride 2: F(2x2, 2x2) on the four phases
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def strided_cases(draw):
+    """A 4x4, stride-2, one-group convolution with padding 0..3, and an input size for the
+    input gradient that may be one larger (what output_padding asks for) where it maps back."""
+    N, C, C_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    H, W = (max(1, 4 - 2 * p) + draw(st.integers(0, 6)) for p in padding)
+    assume((H, W, padding) != (4, 4, (0, 0)))  # whole-input: a plain GEMM
+    extra = [draw(st.integers(0, 1)) for _ in range(2)]
+    gx_hw = tuple(
+        size + e
+        if conv_output_size(size + e, 4, 2, p, 1) == conv_output_size(size, 4, 2, p, 1)
+        else size
+        for size, e, p in zip((H, W), extra, padding)
+    )
+    return {
+        "x_shape": (N, C, H, W),
+        "weight_shape": (C_out, C, 4, 4),
+        "padding": padding,
+        "gx_hw": gx_hw,
+        "bias": draw(st.booleans()),
+    }
+
+
+def _strided_products(case, seed=0):
+    """conv_arrays' forward and input gradient (each with a bias) and weight gradient."""
+    x = _random(case["x_shape"], seed)
+    weight = _random(case["weight_shape"], seed + 1)
+    C_out, C = case["weight_shape"][:2]
+    bias, bias_in = (
+        (_random((C_out,), seed + 2), _random((C,), seed + 3)) if case["bias"] else (None, None)
+    )
+    options = ((2, 2), case["padding"], (1, 1), 1)
+    y = conv_arrays.conv2d_forward(x, weight, *options, bias=bias)
+    gy = _random(y.shape, seed + 4)
+    gx = conv_arrays.conv2d_backward_input(gy, weight, case["gx_hw"], *options, bias=bias_in)
+    gW = conv_arrays.conv2d_backward_weight(x, gy, (4, 4), *options)
+    return y, gx, gW
+
+
+def test_one_pair_tile_is_the_2x2_correlation_of_a_3x3_block_with_a_2x2_kernel():
+    d, g = _random((3, 3), 3), _random((2, 2), 4)
+    direct = np.array([[np.sum(d[i : i + 2, j : j + 2] * g) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(winograd.tile2(d, g), direct, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("n_lanes", [1, 2])
+@given(case=strided_cases())
+@DRAWN
+def test_strided_products_equal_the_im2col_products(monkeypatch, n_lanes, case):
+    options = ((2, 2), case["padding"], (1, 1), 1)
+    monkeypatch.setattr(winograd, "STRIDED_MIN_CHANNELS", 10**9)
+    assert conv_arrays.plan(case["x_shape"], case["weight_shape"], *options, 8)["path"] == (
+        "im2col"
+    )
+    expected = _strided_products(case)
+    monkeypatch.setattr(winograd, "STRIDED_MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "STRIDED_TILE_BUDGET_BYTES", 1)  # one image per chunk
+    assert conv_arrays.plan(case["x_shape"], case["weight_shape"], *options, 8)["path"] == (
+        "winograd-phases"
+    )
+    with lanes.threads(n_lanes):
+        got = _strided_products(case)
+    for name, a, b in zip(("y", "gx", "gW"), got, expected):
+        assert a.shape == b.shape, name
+        scale = np.abs(b).max(initial=1.0)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("op", [conv2d, conv_transpose2d])
+@given(case=strided_cases())
+@settings(DRAWN, max_examples=30)
+def test_second_derivatives_hold_through_the_phases(monkeypatch, op, case):
+    # As above: conv_transpose2d's input has the convolution's output shape, and its
+    # output_padding picks the larger input size where the case drew one.
+    monkeypatch.setattr(winograd, "STRIDED_MIN_CHANNELS", 1)
+    N, C, H, W = case["x_shape"]
+    C_out = case["weight_shape"][0]
+    options = dict(stride=2, padding=case["padding"])
+    OH, OW = (conv_output_size(s, 4, 2, p, 1) for s, p in zip((H, W), case["padding"]))
+    if op is conv2d:
+        x_shape, bias_shape = (N, C, H, W), (C_out,)
+    else:
+        x_shape, bias_shape = (N, C_out, OH, OW), (C,)
+        smallest = (2 * OH - 2 * case["padding"][0] + 2, 2 * OW - 2 * case["padding"][1] + 2)
+        options["output_padding"] = (
+            case["gx_hw"][0] - smallest[0],
+            case["gx_hw"][1] - smallest[1],
+        )
+    x, weight = _random(x_shape, 43), _random(case["weight_shape"], 44)
+    if case["bias"]:
+        bias = _random(bias_shape, 45)
+        assert tg.gradgradcheck(lambda a, w, b: op(a, w, b, **options), [x, weight, bias])
+    else:
+        assert tg.gradgradcheck(lambda a, w: op(a, w, **options), [x, weight])
+
+
+def test_strided_float32_stays_within_round_off_of_float64():
+    # At the default STRIDED_MIN_CHANNELS: 32 channels, as DCGAN's and the VAE's layers.
+    x, weight = _random((3, 32, 14, 14), 60), _random((40, 32, 4, 4), 61)
+    options = ((2, 2), (1, 1), (1, 1), 1)
+    assert winograd.applies_strided(x.astype(np.float32), weight.shape, *options)
+    exact = conv_arrays.conv2d_forward(x, weight, *options)
+    gy = _random(exact.shape, 62)
+    exact_gx = conv_arrays.conv2d_backward_input(gy, weight, (14, 14), *options)
+    exact_gW = conv_arrays.conv2d_backward_weight(x, gy, (4, 4), *options)
+    x32, w32, gy32 = (a.astype(np.float32) for a in (x, weight, gy))
+    y = conv_arrays.conv2d_forward(x32, w32, *options)
+    gx = conv_arrays.conv2d_backward_input(gy32, w32, (14, 14), *options)
+    gW = conv_arrays.conv2d_backward_weight(x32, gy32, (4, 4), *options)
+    for got, want in ((y, exact), (gx, exact_gx), (gW, exact_gW)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def test_strided_path_is_taken_only_where_it_is_exact(monkeypatch):
+    x = np.empty(0, dtype=np.float32)
+    weight_shape, one, two = (32, 32, 4, 4), (1, 1), (2, 2)
+    assert winograd.applies_strided(x, weight_shape, two, one, one, 1)
+    assert winograd.applies_strided(x, weight_shape, two, (0, 3), one, 1)
+    assert not winograd.applies_strided(x, weight_shape, one, one, one, 1)  # stride 1
+    assert not winograd.applies_strided(x, weight_shape, (2, 1), one, one, 1)
+    assert not winograd.applies_strided(x, (32, 32, 3, 3), two, one, one, 1)  # not 4x4
+    assert not winograd.applies_strided(x, weight_shape, two, one, two, 1)  # dilation 2
+    assert not winograd.applies_strided(x, (32, 16, 4, 4), two, one, one, 2)  # two groups
+    assert not winograd.applies_strided(x, weight_shape, two, (4, 1), one, 1)  # padding 4
+    assert not winograd.applies_strided(x, (32, 16, 4, 4), two, one, one, 1)  # few channels
+    assert not winograd.applies_strided(x.astype(np.float16), weight_shape, two, one, one, 1)
+    monkeypatch.setenv("TINYGEN_KERNELS", "reference")
+    assert not winograd.applies_strided(x, weight_shape, two, one, one, 1)

@@ -386,9 +386,180 @@ def _winograd_grad_tiles_body(gy, Mg, row_base, col_base, DH, DW):
                         Mg[4 * a + 3, o, t0 + tw] = -u1
 
 
+# 4x4 kernels with stride 2 (winograd.py's second part): F(2x2, 2x2) on the input's four
+# phases. Channels last here: these kernels read and write zero-padded (N, H, W, C) copies
+# made in winograd.py, and the innermost loop of each runs over the channels, contiguous
+# in memory, where a loop over one row's tiles would be 4 long (7x7 outputs). Tile
+# t = (n*TH + th)*TW + tw is row t of the (9, tiles, channels) matrices; entry 3i+j holds
+# element (i, j) of a 3x3 transformed tile. The three small matrices act as
+# B^T d = (d0 - d1, d1, d2 - d1), A^T m = (m0 + m1, m1 + m2) and A g = (g0, g0 + g1, g1).
+
+
+def _phase_weights_body(weight, U, flip):
+    """U[3k+l, (2a+b)*C + c, o] = (G2 g G2^T)[k, l], g[i, j] = weight[o, c, 2i + a, 2j + b],
+    or with i and j reversed (flip): each phase's 2x2 kernel, transformed. U may be a
+    transposed view."""
+    C_out, C = weight.shape[:2]
+    for o in range(C_out):
+        for c in range(C):
+            for a in range(2):
+                for b in range(2):
+                    if flip:
+                        g00, g01 = weight[o, c, 2 + a, 2 + b], weight[o, c, 2 + a, b]
+                        g10, g11 = weight[o, c, a, 2 + b], weight[o, c, a, b]
+                    else:
+                        g00, g01 = weight[o, c, a, b], weight[o, c, a, 2 + b]
+                        g10, g11 = weight[o, c, 2 + a, b], weight[o, c, 2 + a, 2 + b]
+                    k = (2 * a + b) * C + c
+                    s0, s1 = g00 + g10, g01 + g11  # G2 down: rows g0, g0 + g1, g1
+                    U[0, k, o] = g00  # then along
+                    U[1, k, o] = g00 + g01
+                    U[2, k, o] = g01
+                    U[3, k, o] = s0
+                    U[4, k, o] = s0 + s1
+                    U[5, k, o] = s1
+                    U[6, k, o] = g10
+                    U[7, k, o] = g10 + g11
+                    U[8, k, o] = g11
+
+
+def _phase_tiles_body(xh, V, TH, TW):
+    """V[3i+j, t, (2a+b)*C + c] = (B^T d B)[i, j], d[u, v] = xh[n, 4th + 2u + a, 4tw + 2v + b, c]:
+    the 3x3 tiles of phase (a, b) of the padded, channels-last input xh (N, Hp, Wp, C)."""
+    N, _, _, C = xh.shape
+    for n in range(N):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                for a in range(2):
+                    for b in range(2):
+                        r, q, base = 4 * th + a, 4 * tw + b, (2 * a + b) * C
+                        for c in range(C):
+                            d00, d01, d02 = xh[n, r, q, c], xh[n, r, q + 2, c], xh[n, r, q + 4, c]
+                            d10, d11 = xh[n, r + 2, q, c], xh[n, r + 2, q + 2, c]
+                            d12 = xh[n, r + 2, q + 4, c]
+                            d20, d21 = xh[n, r + 4, q, c], xh[n, r + 4, q + 2, c]
+                            d22 = xh[n, r + 4, q + 4, c]
+                            e00, e01, e02 = d00 - d10, d01 - d11, d02 - d12  # B^T down
+                            e20, e21, e22 = d20 - d10, d21 - d11, d22 - d12
+                            V[0, t, base + c] = e00 - e01  # then along
+                            V[1, t, base + c] = e01
+                            V[2, t, base + c] = e02 - e01
+                            V[3, t, base + c] = d10 - d11
+                            V[4, t, base + c] = d11
+                            V[5, t, base + c] = d12 - d11
+                            V[6, t, base + c] = e20 - e21
+                            V[7, t, base + c] = e21
+                            V[8, t, base + c] = e22 - e21
+
+
+def _pair_tiles_body(gh, V, TH, TW):
+    """V[3i+j, t, o] = (B^T d B)[i, j], d[u, v] = gh[n, 2th + u, 2tw + v, o]: the 3x3 tiles
+    of a stride-1 2x2 convolution of gh, gy channels last with one zero row and column
+    in front."""
+    N, _, _, C_out = gh.shape
+    for n in range(N):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                r, q = 2 * th, 2 * tw
+                for o in range(C_out):
+                    d00, d01, d02 = gh[n, r, q, o], gh[n, r, q + 1, o], gh[n, r, q + 2, o]
+                    d10, d11 = gh[n, r + 1, q, o], gh[n, r + 1, q + 1, o]
+                    d12 = gh[n, r + 1, q + 2, o]
+                    d20, d21 = gh[n, r + 2, q, o], gh[n, r + 2, q + 1, o]
+                    d22 = gh[n, r + 2, q + 2, o]
+                    e00, e01, e02 = d00 - d10, d01 - d11, d02 - d12
+                    e20, e21, e22 = d20 - d10, d21 - d11, d22 - d12
+                    V[0, t, o] = e00 - e01
+                    V[1, t, o] = e01
+                    V[2, t, o] = e02 - e01
+                    V[3, t, o] = d10 - d11
+                    V[4, t, o] = d11
+                    V[5, t, o] = d12 - d11
+                    V[6, t, o] = e20 - e21
+                    V[7, t, o] = e21
+                    V[8, t, o] = e22 - e21
+
+
+def _pair_untile_body(M, yh, bias):
+    """yh[n, 2th + i, 2tw + j, o] = (A^T m A)[i, j] + bias[o], m = M[:, t, o] as 3x3, into a
+    channels-last (N, 2*TH, 2*TW, C_out) buffer whose top-left (OH, OW) is the output."""
+    N, H2, W2, C_out = yh.shape
+    TH, TW = H2 // 2, W2 // 2
+    for n in range(N):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                r, q = 2 * th, 2 * tw
+                for o in range(C_out):
+                    m3, m4, m5 = M[3, t, o], M[4, t, o], M[5, t, o]
+                    r00, r01, r02 = M[0, t, o] + m3, M[1, t, o] + m4, M[2, t, o] + m5  # A^T down
+                    r10, r11, r12 = m3 + M[6, t, o], m4 + M[7, t, o], m5 + M[8, t, o]
+                    yh[n, r, q, o] = r00 + r01 + bias[o]  # then along
+                    yh[n, r, q + 1, o] = r01 + r02 + bias[o]
+                    yh[n, r + 1, q, o] = r10 + r11 + bias[o]
+                    yh[n, r + 1, q + 1, o] = r11 + r12 + bias[o]
+
+
+def _phase_untile_body(M, gh, bias):
+    """gh[n, 4th + 2i + a, 4tw + 2j + b, c] = (A^T m A)[i, j] + bias[c], m = M[:, t,
+    (2a+b)*C + c] as 3x3: the four phases' tiles put back in place, in a channels-last
+    (N, 4*TH, 4*TW, C) buffer that holds the padded input gradient."""
+    N, H4, W4, C = gh.shape
+    TH, TW = H4 // 4, W4 // 4
+    for n in range(N):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                for a in range(2):
+                    for b in range(2):
+                        r, q, base = 4 * th + a, 4 * tw + b, (2 * a + b) * C
+                        for c in range(C):
+                            k = base + c
+                            m3, m4, m5 = M[3, t, k], M[4, t, k], M[5, t, k]
+                            r00, r01, r02 = M[0, t, k] + m3, M[1, t, k] + m4, M[2, t, k] + m5
+                            r10, r11, r12 = m3 + M[6, t, k], m4 + M[7, t, k], m5 + M[8, t, k]
+                            gh[n, r, q, c] = r00 + r01 + bias[c]
+                            gh[n, r, q + 2, c] = r01 + r02 + bias[c]
+                            gh[n, r + 2, q, c] = r10 + r11 + bias[c]
+                            gh[n, r + 2, q + 2, c] = r11 + r12 + bias[c]
+
+
+def _pair_grad_tiles_body(gh, Mg, TH, TW):
+    """Mg[3a+b, t, o] = (A g A^T)[a, b], g[i, j] = gh[n, 1 + 2th + i, 1 + 2tw + j, o]: the
+    2x2 tiles of gy (in the padded copy `_pair_tiles` reads, zero beyond OH and OW), the
+    adjoint of `_pair_untile` without its bias, for the weight gradient."""
+    N, _, _, C_out = gh.shape
+    for n in range(N):
+        for th in range(TH):
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                r, q = 1 + 2 * th, 1 + 2 * tw
+                for o in range(C_out):
+                    g00, g01 = gh[n, r, q, o], gh[n, r, q + 1, o]
+                    g10, g11 = gh[n, r + 1, q, o], gh[n, r + 1, q + 1, o]
+                    s0, s1 = g00 + g10, g01 + g11  # A down: rows g0, g0 + g1, g1
+                    Mg[0, t, o] = g00  # then along
+                    Mg[1, t, o] = g00 + g01
+                    Mg[2, t, o] = g01
+                    Mg[3, t, o] = s0
+                    Mg[4, t, o] = s0 + s1
+                    Mg[5, t, o] = s1
+                    Mg[6, t, o] = g10
+                    Mg[7, t, o] = g10 + g11
+                    Mg[8, t, o] = g11
+
+
 _winograd_tiles = _compile(_winograd_tiles_body, parallel=False)
 _winograd_untile = _compile(_winograd_untile_body, parallel=False)
 _winograd_grad_tiles = _compile(_winograd_grad_tiles_body, parallel=False)
+_phase_weights = _compile(_phase_weights_body, parallel=False)
+_phase_tiles = _compile(_phase_tiles_body, parallel=False)
+_pair_tiles = _compile(_pair_tiles_body, parallel=False)
+_pair_untile = _compile(_pair_untile_body, parallel=False)
+_phase_untile = _compile(_phase_untile_body, parallel=False)
+_pair_grad_tiles = _compile(_pair_grad_tiles_body, parallel=False)
 
 
 # ---------------------------------------------------------------------------
@@ -596,6 +767,37 @@ def winograd_grad_tiles(
     _winograd_grad_tiles(gy, Mg, row_base, col_base, *dilation)
 
 
+def phase_weights(weight: np.ndarray, U: np.ndarray, flip: bool) -> None:
+    """Fill U (9, 4C, C_out), or a transposed view of a (9, C_out, 4C) array, with the
+    transformed 2x2 kernels of the four phases of weight (C_out, C, 4, 4)."""
+    _phase_weights(weight, U, flip)
+
+
+def phase_tiles(xh: np.ndarray, V: np.ndarray, tiles: Pair) -> None:
+    """Fill V (9, N*TH*TW, 4C) with the tiles of the four phases of xh (padded, channels last)."""
+    _phase_tiles(xh, V, *tiles)
+
+
+def pair_tiles(gh: np.ndarray, V: np.ndarray, tiles: Pair) -> None:
+    """Fill V (9, N*TH*TW, C_out) with the tiles of gh (gy, padded by one in front)."""
+    _pair_tiles(gh, V, *tiles)
+
+
+def pair_untile(M: np.ndarray, yh: np.ndarray, bias: Any) -> None:
+    """Fill yh (N, 2*TH, 2*TW, C_out) from the products M (9, N*TH*TW, C_out), plus bias."""
+    _pair_untile(M, yh, bias)
+
+
+def phase_untile(M: np.ndarray, gh: np.ndarray, bias: Any) -> None:
+    """Fill gh (N, 4*TH, 4*TW, C) from the products M (9, N*TH*TW, 4C) of the four phases."""
+    _phase_untile(M, gh, bias)
+
+
+def pair_grad_tiles(gh: np.ndarray, Mg: np.ndarray, tiles: Pair) -> None:
+    """Fill Mg (9, N*TH*TW, C_out) with the transformed 2x2 tiles of gy (padded as gh)."""
+    _pair_grad_tiles(gh, Mg, *tiles)
+
+
 # ---------------------------------------------------------------------------
 # Polling a flag without the GIL (lanes.py's threads wait for work this way)
 # ---------------------------------------------------------------------------
@@ -755,6 +957,15 @@ def warmup(dtypes: tuple = (np.float32, np.float64), threaded: bool = True) -> f
             V, np.empty((1, 1, 2, 2), dtype=dtype), bases, bases, one, np.zeros(1, dtype)
         )
         winograd_grad_tiles(x, V, bases, bases, one)
+        U = np.empty((9, 4, 1), dtype=dtype)  # the stride-2 path, channels last
+        phase_weights(np.zeros((1, 1, 4, 4), dtype=dtype), U, False)
+        transposed = np.empty((9, 2, 4), dtype=dtype).transpose(0, 2, 1)  # as gx passes it
+        phase_weights(np.zeros((2, 1, 4, 4), dtype=dtype), transposed, True)
+        phase_tiles(np.zeros((1, 6, 6, 1), dtype=dtype), U.reshape(9, 1, 4), (1, 1))
+        pair_tiles(np.zeros((1, 4, 4, 1), dtype=dtype), V[:9], (1, 1))
+        pair_untile(V[:9], np.empty((1, 2, 2, 1), dtype=dtype), np.zeros(1, dtype=dtype))
+        phase_untile(U.reshape(9, 1, 4), np.empty((1, 4, 4, 1), dtype=dtype), np.zeros(1, dtype))
+        pair_grad_tiles(np.zeros((1, 3, 3, 1), dtype=dtype), V[:9], (1, 1))
         leaky_relu_backward(x, leaky_relu(x, 0.2), 0.2)
         ones = np.ones(1, dtype=dtype)
         _, xhat, _, invstd, _ = batch_norm(x, ones, ones, 1e-5)
