@@ -392,7 +392,10 @@ def _winograd_grad_tiles_body(gy, Mg, row_base, col_base, DH, DW):
 # in memory, where a loop over one row's tiles would be 4 long (7x7 outputs). Tile
 # t = (n*TH + th)*TW + tw is row t of the (9, tiles, channels) matrices; entry 3i+j holds
 # element (i, j) of a 3x3 transformed tile. The three small matrices act as
-# B^T d = (d0 - d1, d1, d2 - d1), A^T m = (m0 + m1, m1 + m2) and A g = (g0, g0 + g1, g1).
+# B^T d = (d0 - d1, d1, d2 - d1), A^T m = (m0 + m1, m1 + m2) and A g = (g0, g0 + g1, g1);
+# G2 is A, so the weight transform and the gradient tiles expand a 2x2 block the same way.
+# Each kernel writes that out itself: a kernel that called another jitted function would
+# keep Numba's cached copy of it after an edit of the callee.
 
 
 def _phase_weights_body(weight, U, flip):

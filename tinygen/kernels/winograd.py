@@ -143,10 +143,11 @@ def _cpu() -> Any:
     return cpu
 
 
-def _lane_chunks(N: int, per_image: int) -> tuple[int, list[tuple[int, int]]]:
-    """(lanes, chunks): the batch in chunks within TILE_BUDGET_BYTES, one at least per lane."""
+def _lane_chunks(N: int, per_image: int, budget: int) -> tuple[int, list[tuple[int, int]]]:
+    """(lanes, chunks): the batch in chunks of at most `budget` bytes of tiles (one image at
+    least), and at least one chunk per lane."""
     n_lanes = lanes.count()
-    largest = max(1, min(N, TILE_BUDGET_BYTES // max(per_image, 1)))
+    largest = max(1, min(N, budget // max(per_image, 1)))
     pieces = max(-(-N // largest), min(n_lanes, N))
     chunk = -(-N // pieces)
     return n_lanes, [(n0, min(N, n0 + chunk)) for n0 in range(0, N, chunk)]
@@ -167,7 +168,7 @@ def conv2d_forward(
     U = transform_weight(weight)
     b = np.zeros(C_out, dtype=x.dtype) if bias is None else bias.astype(x.dtype).reshape(C_out)
     y = np.empty((N, C_out, OH, OW), dtype=x.dtype)
-    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize)
+    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize, TILE_BUDGET_BYTES)
 
     def lane(run: list) -> None:
         largest = max(n1 - n0 for n0, n1 in run) * T
@@ -206,7 +207,7 @@ def conv2d_backward_weight(
     T = rows.size * cols.size
     x = np.ascontiguousarray(x)
     gy = np.ascontiguousarray(gy)
-    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize)
+    n_lanes, chunks = _lane_chunks(N, 16 * (C + C_out) * T * x.itemsize, TILE_BUDGET_BYTES)
 
     def lane(run: list) -> np.ndarray:
         """This lane's sum over its chunks, in order, of the 16 products Mg @ V^T."""
@@ -301,15 +302,6 @@ def _times_G2_T(a: np.ndarray, axis: int) -> np.ndarray:
     return np.stack([m0 + m1, m1 + m2], axis=axis)
 
 
-def _lane_chunks_strided(N: int, per_image: int) -> tuple[int, list[tuple[int, int]]]:
-    """(lanes, chunks) as `_lane_chunks`, within STRIDED_TILE_BUDGET_BYTES."""
-    n_lanes = lanes.count()
-    largest = max(1, min(N, STRIDED_TILE_BUDGET_BYTES // max(per_image, 1)))
-    pieces = max(-(-N // largest), min(n_lanes, N))
-    chunk = -(-N // pieces)
-    return n_lanes, [(n0, min(N, n0 + chunk)) for n0 in range(0, N, chunk)]
-
-
 def strided_forward(
     x: np.ndarray, weight: np.ndarray, padding: Pair, bias: Any = None
 ) -> np.ndarray:
@@ -325,7 +317,9 @@ def strided_forward(
     cpu.phase_weights(np.ascontiguousarray(weight, dtype=dtype), U, False)
     b = np.zeros(C_out, dtype=dtype) if bias is None else bias.astype(dtype).reshape(C_out)
     y = np.empty((N, C_out, OH, OW), dtype=dtype)
-    n_lanes, chunks = _lane_chunks_strided(N, 9 * (4 * C + C_out) * T * x.itemsize)
+    n_lanes, chunks = _lane_chunks(
+        N, 9 * (4 * C + C_out) * T * x.itemsize, STRIDED_TILE_BUDGET_BYTES
+    )
 
     def lane(run: list) -> None:
         largest = max(n1 - n0 for n0, n1 in run)
@@ -362,7 +356,9 @@ def strided_backward_input(
     cpu.phase_weights(np.ascontiguousarray(weight, dtype=dtype), U.transpose(0, 2, 1), True)
     b = np.zeros(C, dtype=dtype) if bias is None else bias.astype(dtype).reshape(C)
     gx = np.empty((N, C, H, W), dtype=dtype)
-    n_lanes, chunks = _lane_chunks_strided(N, 9 * (4 * C + C_out) * T * gy.itemsize)
+    n_lanes, chunks = _lane_chunks(
+        N, 9 * (4 * C + C_out) * T * gy.itemsize, STRIDED_TILE_BUDGET_BYTES
+    )
 
     def lane(run: list) -> None:
         largest = max(n1 - n0 for n0, n1 in run)
@@ -392,7 +388,9 @@ def strided_backward_weight(x: np.ndarray, gy: np.ndarray, padding: Pair) -> np.
     (PH, PW), dtype = padding, x.dtype
     TH, TW = -(-OH // 2), -(-OW // 2)
     T = TH * TW
-    n_lanes, chunks = _lane_chunks_strided(N, 9 * (4 * C + C_out) * T * x.itemsize)
+    n_lanes, chunks = _lane_chunks(
+        N, 9 * (4 * C + C_out) * T * x.itemsize, STRIDED_TILE_BUDGET_BYTES
+    )
 
     def lane(run: list) -> np.ndarray:
         """This lane's sum over its chunks, in order, of the 9 products Mg^T @ V."""
