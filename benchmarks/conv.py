@@ -14,9 +14,9 @@ batch 64, and the generic shapes of issue 3), in float32:
   that, one GEMM each for y, gx and gW) and its fraction of the float32 GEMM
   peak that this same run measures with NumPy's BLAS (benchmarks/gemm.py).
   These count a direct convolution's multiplications, for tinygen and torch
-  alike; on the layers marked "winograd" (the last column) tinygen does 2.25x
-  fewer (kernels/winograd.py), so their GFLOP/s are effective rates and their
-  fraction of the peak can pass 100%;
+  alike; on the layers marked "winograd" or "winograd-phases" (the last
+  column) tinygen does 2.25x or 1.78x fewer (kernels/winograd.py), so their
+  GFLOP/s are effective rates and their fraction of the peak can pass 100%;
 - the bytes of the column buffer (per batch chunk, and for the whole batch),
   and the peak memory NumPy held during one forward + backward (tracemalloc);
 - the same layer in PyTorch, when torch is installed, timed interleaved with

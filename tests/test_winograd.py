@@ -104,7 +104,7 @@ def test_products_equal_the_im2col_products(monkeypatch, n_lanes, case):
     expected = _products(case)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "TILE_BUDGET_BYTES", 1)  # one image per chunk
-    assert winograd.applies(probe, case["weight_shape"], *options)
+    assert winograd.path(probe, case["weight_shape"], *options) == "winograd"
     assert conv_arrays.plan(case["x_shape"], case["weight_shape"], *options, 8)["path"] == (
         "winograd"
     )
@@ -120,7 +120,7 @@ def test_float32_stays_within_round_off_of_float64():
     # At the default MIN_CHANNELS: 32 channels, as a real layer would take this path.
     x, weight = _random((2, 32, 10, 9), 30), _random((40, 32, 3, 3), 31)
     options = ((1, 1), (1, 1), (1, 1), 1)
-    assert winograd.applies(x.astype(np.float32), weight.shape, *options)
+    assert winograd.path(x.astype(np.float32), weight.shape, *options) == "winograd"
     exact = conv_arrays.conv2d_forward(x, weight, *options)
     y = conv_arrays.conv2d_forward(x.astype(np.float32), weight.astype(np.float32), *options)
     gy = _random(exact.shape, 32)
@@ -169,16 +169,16 @@ def test_second_derivatives_hold_through_winograd(monkeypatch, op, case):
 def test_path_is_taken_only_where_it_is_exact(monkeypatch):
     x = np.empty(0, dtype=np.float32)
     weight_shape, one = (32, 32, 3, 3), (1, 1)
-    assert winograd.applies(x, weight_shape, one, one, one, 1)
-    assert winograd.applies(x, weight_shape, one, (2, 0), one, 1)  # padding up to 2D
-    assert not winograd.applies(x, weight_shape, (2, 2), one, one, 1)  # stride 2
-    assert not winograd.applies(x, (32, 16, 3, 3), one, one, one, 2)  # two groups
-    assert not winograd.applies(x, weight_shape, one, (3, 1), one, 1)  # padding above 2D
-    assert not winograd.applies(x, (32, 32, 5, 5), one, one, one, 1)  # not 3x3
-    assert not winograd.applies(x, (32, 16, 3, 3), one, one, one, 1)  # too few channels
-    assert not winograd.applies(x.astype(np.float16), weight_shape, one, one, one, 1)
+    assert winograd.path(x, weight_shape, one, one, one, 1) == "winograd"
+    assert winograd.path(x, weight_shape, one, (2, 0), one, 1) == "winograd"  # padding up to 2D
+    assert winograd.path(x, weight_shape, (2, 2), one, one, 1) is None  # stride 2
+    assert winograd.path(x, (32, 16, 3, 3), one, one, one, 2) is None  # two groups
+    assert winograd.path(x, weight_shape, one, (3, 1), one, 1) is None  # padding above 2D
+    assert winograd.path(x, (32, 32, 5, 5), one, one, one, 1) is None  # not 3x3
+    assert winograd.path(x, (32, 16, 3, 3), one, one, one, 1) is None  # too few channels
+    assert winograd.path(x.astype(np.float16), weight_shape, one, one, one, 1) is None
     monkeypatch.setenv("TINYGEN_KERNELS", "reference")  # the NumPy path stays im2col
-    assert not winograd.applies(x, weight_shape, one, one, one, 1)
+    assert winograd.path(x, weight_shape, one, one, one, 1) is None
 
 
 def test_transposed_convolution_with_output_padding_at_stride_1(monkeypatch):
@@ -298,7 +298,7 @@ def test_strided_float32_stays_within_round_off_of_float64():
     # At the default STRIDED_MIN_CHANNELS: 32 channels, as DCGAN's and the VAE's layers.
     x, weight = _random((3, 32, 14, 14), 60), _random((40, 32, 4, 4), 61)
     options = ((2, 2), (1, 1), (1, 1), 1)
-    assert winograd.applies_strided(x.astype(np.float32), weight.shape, *options)
+    assert winograd.path(x.astype(np.float32), weight.shape, *options) == "winograd-phases"
     exact = conv_arrays.conv2d_forward(x, weight, *options)
     gy = _random(exact.shape, 62)
     exact_gx = conv_arrays.conv2d_backward_input(gy, weight, (14, 14), *options)
@@ -315,15 +315,15 @@ def test_strided_float32_stays_within_round_off_of_float64():
 def test_strided_path_is_taken_only_where_it_is_exact(monkeypatch):
     x = np.empty(0, dtype=np.float32)
     weight_shape, one, two = (32, 32, 4, 4), (1, 1), (2, 2)
-    assert winograd.applies_strided(x, weight_shape, two, one, one, 1)
-    assert winograd.applies_strided(x, weight_shape, two, (0, 3), one, 1)
-    assert not winograd.applies_strided(x, weight_shape, one, one, one, 1)  # stride 1
-    assert not winograd.applies_strided(x, weight_shape, (2, 1), one, one, 1)
-    assert not winograd.applies_strided(x, (32, 32, 3, 3), two, one, one, 1)  # not 4x4
-    assert not winograd.applies_strided(x, weight_shape, two, one, two, 1)  # dilation 2
-    assert not winograd.applies_strided(x, (32, 16, 4, 4), two, one, one, 2)  # two groups
-    assert not winograd.applies_strided(x, weight_shape, two, (4, 1), one, 1)  # padding 4
-    assert not winograd.applies_strided(x, (32, 16, 4, 4), two, one, one, 1)  # few channels
-    assert not winograd.applies_strided(x.astype(np.float16), weight_shape, two, one, one, 1)
+    assert winograd.path(x, weight_shape, two, one, one, 1) == "winograd-phases"
+    assert winograd.path(x, weight_shape, two, (0, 3), one, 1) == "winograd-phases"
+    assert winograd.path(x, weight_shape, one, one, one, 1) is None  # stride 1
+    assert winograd.path(x, weight_shape, (2, 1), one, one, 1) is None
+    assert winograd.path(x, (32, 32, 3, 3), two, one, one, 1) is None  # not 4x4
+    assert winograd.path(x, weight_shape, two, one, two, 1) is None  # dilation 2
+    assert winograd.path(x, (32, 16, 4, 4), two, one, one, 2) is None  # two groups
+    assert winograd.path(x, weight_shape, two, (4, 1), one, 1) is None  # padding 4
+    assert winograd.path(x, (32, 16, 4, 4), two, one, one, 1) is None  # few channels
+    assert winograd.path(x.astype(np.float16), weight_shape, two, one, one, 1) is None
     monkeypatch.setenv("TINYGEN_KERNELS", "reference")
-    assert not winograd.applies_strided(x, weight_shape, two, one, one, 1)
+    assert winograd.path(x, weight_shape, two, one, one, 1) is None

@@ -149,17 +149,13 @@ def plan(
     """
     N, _, H, W = x_shape
     kernel_size = tuple(weight_shape[2:])
-    probe = np.empty(0, dtype=np.float32 if itemsize == 4 else np.float64)  # for `applies`
+    probe = np.empty(0, dtype=np.float32 if itemsize == 4 else np.float64)  # for winograd
     if _is_whole_input((H, W), kernel_size, padding, dilation, groups):
         path = "whole-input"
     elif _is_pointwise(kernel_size, stride, padding, groups):
         path = "pointwise"
-    elif winograd.applies(probe, weight_shape, stride, padding, dilation, groups):
-        path = "winograd"
-    elif winograd.applies_strided(probe, weight_shape, stride, padding, dilation, groups):
-        path = "winograd-phases"
     else:
-        path = "im2col"
+        path = winograd.path(probe, weight_shape, stride, padding, dilation, groups) or "im2col"
     n_lanes = 1
     if path in ("im2col", "winograd", "winograd-phases"):
         n_lanes = lanes.count()
@@ -211,6 +207,20 @@ def _lane_pieces(x: Any, xp: Any) -> tuple[int, list[tuple[int, int]]]:
     N = x.shape[0]
     n_lanes = _lane_count(xp) if x.nbytes >= LANE_MIN_BYTES else 1
     return n_lanes, batch_chunks(x.shape, -(-N // n_lanes))
+
+
+def _times_each_image(M: Any, a: Any, bias: Any, xp: Any) -> Any:
+    """M @ a[n] (+ bias) for every image n of a (N, K, L): one GEMM per image, the batch
+    shared out between the lanes (the 1x1 path). Returns (N, M.shape[0], L)."""
+    out = xp.empty((a.shape[0], M.shape[0], a.shape[2]), dtype=a.dtype)
+
+    def images(run: list) -> None:
+        for n0, n1 in run:
+            _plus_bias(xp.matmul(M, a[n0:n1], out=out[n0:n1]), bias)
+
+    n_lanes, chunks = _lane_pieces(a, xp)
+    lanes.run(images, chunks, n_lanes)
+    return out
 
 
 def _is_pointwise(kernel_size: Pair, stride: Pair, padding: Pair, groups: int) -> bool:
@@ -300,18 +310,13 @@ def conv2d_forward(
         y = x.reshape(N, C * H * W) @ W2.T  # (N, C_out)
         return _plus_bias(y.reshape(N, C_out, 1, 1), bias)
     if _is_pointwise((KH, KW), stride, padding, G):
-        x3, y = x.reshape(N, C, H * W), xp.empty((N, C_out, H * W), dtype=x.dtype)
-
-        def images(run: list) -> None:  # one GEMM per image
-            for n0, n1 in run:
-                _plus_bias(xp.matmul(W2, x3[n0:n1], out=y[n0:n1]), bias)
-
-        lanes.run(images, *_lane_pieces(x, xp)[::-1])
+        y = _times_each_image(W2, x.reshape(N, C, H * W), bias, xp)  # (N, C_out, H*W)
         return y.reshape(N, C_out, OH, OW)
 
-    if winograd.applies(x, weight.shape, stride, padding, dilation, G):
+    tiles = winograd.path(x, weight.shape, stride, padding, dilation, G)
+    if tiles == "winograd":
         return winograd.conv2d_forward(x, weight, padding, dilation, bias)
-    if winograd.applies_strided(x, weight.shape, stride, padding, dilation, G):
+    if tiles == "winograd-phases":
         return winograd.strided_forward(x, weight, padding, bias)
 
     W3 = W2.reshape(G, C_out // G, Cg * KH * KW)  # (G, C_out/G, Cg*KH*KW)
@@ -419,18 +424,13 @@ def conv2d_backward_input(
         gx = gy.reshape(N, C_out) @ W2  # (N, C*H*W)
         return _plus_bias(gx.reshape(N, C, H, W), bias)
     if _is_pointwise((KH, KW), stride, padding, G) and (OH, OW) == (H, W):
-        gy3, gx = gy.reshape(N, C_out, L), xp.empty((N, C, L), dtype=gy.dtype)
-
-        def images(run: list) -> None:  # one GEMM per image
-            for n0, n1 in run:
-                _plus_bias(xp.matmul(W2.T, gy3[n0:n1], out=gx[n0:n1]), bias)
-
-        lanes.run(images, *_lane_pieces(gy, xp)[::-1])
+        gx = _times_each_image(W2.T, gy.reshape(N, C_out, L), bias, xp)  # (N, C, H*W)
         return gx.reshape(N, C, H, W)
 
-    if winograd.applies(gy, weight.shape, stride, padding, dilation, G):
+    tiles = winograd.path(gy, weight.shape, stride, padding, dilation, G)
+    if tiles == "winograd":
         return winograd.conv2d_backward_input(gy, weight, padding, dilation, bias)
-    if winograd.applies_strided(gy, weight.shape, stride, padding, dilation, G):
+    if tiles == "winograd-phases":
         return winograd.strided_backward_input(gy, weight, (H, W), padding, bias)
 
     W3t = W2.reshape(G, C_out // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, Cg*KH*KW, C_out/G)
@@ -499,14 +499,13 @@ def conv2d_backward_weight(
                 gW += _gy_as_matrix(gy[n0:n1], xp) @ xT.reshape(C, (n1 - n0) * L).T
             return gW
 
-        shares = lanes.run(share, *_lane_pieces(x, xp)[::-1])
-        for later in shares[1:]:  # in lane order
-            shares[0] += later
-        return shares[0].reshape(C_out, C, 1, 1)
+        n_lanes, chunks = _lane_pieces(x, xp)
+        return lanes.run_summed(share, chunks, n_lanes).reshape(C_out, C, 1, 1)
 
-    if winograd.applies(x, (C_out, C, KH, KW), stride, padding, dilation, G):
+    tiles = winograd.path(x, (C_out, C, KH, KW), stride, padding, dilation, G)
+    if tiles == "winograd":
         return winograd.conv2d_backward_weight(x, gy, padding, dilation)
-    if winograd.applies_strided(x, (C_out, C, KH, KW), stride, padding, dilation, G):
+    if tiles == "winograd-phases":
         return winograd.strided_backward_weight(x, gy, padding)
 
     n_lanes, chunks = _plan_chunks(x, (KH, KW), stride, padding, dilation, columns)
@@ -527,11 +526,7 @@ def conv2d_backward_weight(
                 gW += _weight_gemm(gyT.reshape(G, C_out // G, Nc * L), col3, xp)
         return gW
 
-    shares = lanes.run(lane, chunks, n_lanes)
-    gW = shares[0]
-    for share in shares[1:]:  # in lane order: the same sum whichever lane ended first
-        gW += share
-    return gW.reshape(C_out, Cg, KH, KW)
+    return lanes.run_summed(lane, chunks, n_lanes).reshape(C_out, Cg, KH, KW)
 
 
 def _weight_gemm(gyT: Any, col3: Any, xp: Any) -> Any:

@@ -1,5 +1,5 @@
-"""im2col and col2im compiled by Numba: the fast CPU path (then fused.py's kernels and the
-GIL-free polling loop of lanes.py).
+"""im2col and col2im compiled by Numba: the fast CPU path (then winograd.py's tile kernels,
+fused.py's kernels and the GIL-free polling loop of lanes.py).
 
 Same arguments, same column layout and same results (to the last bit in
 float64) as reference.py, whose docstring holds the notation and the index

@@ -22,7 +22,8 @@ Rules that keep the result exact and deterministic:
 - each lane owns a contiguous run of batch chunks and writes the outputs of
   its own images only: no two threads ever write the same element;
 - what lanes must add up (the weight gradient, summed over the batch) each
-  lane sums apart, and the partial sums are added afterwards in lane order,
+  lane sums apart, and the partial sums are added afterwards in lane order
+  (`run_summed`),
   so the result does not depend on which thread finished first. (It can
   differ in the last bits from the one-lane result, which adds the chunks in
   another order.)
@@ -133,6 +134,16 @@ def run(work: Callable[[list], Any], items: Sequence, n: int) -> list:
         if not ok:
             raise value
     return [value for _, value in outcomes]
+
+
+def run_summed(work: Callable[[list], Any], items: Sequence, n: int) -> Any:
+    """The sum of `run(work, items, n)`'s results, added in lane order (into the first):
+    the same sum, to the last bit, whichever lane ended first."""
+    shares = run(work, items, n)
+    total = shares[0]
+    for share in shares[1:]:
+        total += share
+    return total
 
 
 def over_range(work: Callable[[int, int], Any], size: int, elements: int | None = None) -> None:

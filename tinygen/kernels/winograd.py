@@ -53,7 +53,7 @@ The matrices hold 0, +-1 and +-1/2, so the results agree with im2col's to
 round-off: in float64 to the last few bits, in float32 to about 1e-6 of the
 largest output (tests/test_winograd.py checks both).
 
-When: on numpy arrays with the Numba kernels (conv_arrays.py asks `applies`),
+When: on numpy arrays with the Numba kernels (conv_arrays.py asks `path`),
 for 3x3 kernels, stride 1, one group, padding at most 2D (so that the input
 gradient's padding 2D - P is not negative), and at least MIN_CHANNELS input
 and output channels, below which the GEMMs are too thin for the transforms to
@@ -105,20 +105,36 @@ def tile(d: np.ndarray, g: np.ndarray) -> np.ndarray:
     return A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T
 
 
-def applies(
+def path(
     x: Any, weight_shape: tuple, stride: Pair, padding: Pair, dilation: Pair, groups: int
-) -> bool:
-    """Whether a convolution of x (an array) with a weight of this shape runs here."""
-    return (
+) -> str | None:
+    """Which of this module's paths a convolution of x (an array) with a weight of this
+    shape takes: "winograd" (3x3, stride 1: the first part), "winograd-phases" (4x4,
+    stride 2: the second part), or None (conv_arrays' im2col)."""
+    if not (
         isinstance(x, np.ndarray)
         and x.dtype in (np.float32, np.float64)
-        and tuple(weight_shape[2:]) == (3, 3)
-        and tuple(stride) == (1, 1)
         and groups == 1
-        and all(0 <= p <= 2 * d for p, d in zip(padding, dilation))
-        and min(weight_shape[0], weight_shape[1]) >= MIN_CHANNELS
         and kernel_choice(x) == "numba"
-    )
+    ):
+        return None
+    kernel, channels = tuple(weight_shape[2:]), min(weight_shape[0], weight_shape[1])
+    if (
+        kernel == (3, 3)
+        and tuple(stride) == (1, 1)
+        and all(0 <= p <= 2 * d for p, d in zip(padding, dilation))  # gx's 2D - P >= 0
+        and channels >= MIN_CHANNELS
+    ):
+        return "winograd"
+    if (
+        kernel == (4, 4)
+        and tuple(stride) == (2, 2)
+        and tuple(dilation) == (1, 1)
+        and all(0 <= p <= 3 for p in padding)
+        and channels >= STRIDED_MIN_CHANNELS
+    ):
+        return "winograd-phases"
+    return None
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,7 +154,7 @@ def transform_weight(weight: np.ndarray) -> np.ndarray:
 
 
 def _cpu() -> Any:
-    from tinygen.kernels import cpu  # imported by now: `applies` checked that Numba runs
+    from tinygen.kernels import cpu  # imported by now: `path` checked that Numba runs
 
     return cpu
 
@@ -225,10 +241,7 @@ def conv2d_backward_weight(
             gU += np.matmul(Mg, V.transpose(0, 2, 1), out=product)  # (C_out, P) @ (P, C)
         return gU
 
-    shares = lanes.run(lane, chunks, n_lanes)
-    gU = shares[0]
-    for share in shares[1:]:  # in lane order: the same sum whichever lane ended first
-        gU += share
+    gU = lanes.run_summed(lane, chunks, n_lanes)
     G_ = G.astype(x.dtype)
     gW = np.einsum("ia,ijoc,jb->ocab", G_, gU.reshape(4, 4, C_out, C), G_)  # G^T gU G
     return np.ascontiguousarray(gW)
@@ -277,23 +290,6 @@ STRIDED_TILE_BUDGET_BYTES = 4 << 20
 def tile2(d: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The 2x2 correlation of a 3x3 input block d with a 2x2 kernel g, in 9 multiplications."""
     return A2_T @ ((G2 @ g @ G2.T) * (B2_T @ d @ B2_T.T)) @ A2_T.T
-
-
-def applies_strided(
-    x: Any, weight_shape: tuple, stride: Pair, padding: Pair, dilation: Pair, groups: int
-) -> bool:
-    """Whether a convolution of x (an array) with a 4x4, stride-2 weight runs here."""
-    return (
-        isinstance(x, np.ndarray)
-        and x.dtype in (np.float32, np.float64)
-        and tuple(weight_shape[2:]) == (4, 4)
-        and tuple(stride) == (2, 2)
-        and tuple(dilation) == (1, 1)
-        and groups == 1
-        and all(0 <= p <= 3 for p in padding)
-        and min(weight_shape[0], weight_shape[1]) >= STRIDED_MIN_CHANNELS
-        and kernel_choice(x) == "numba"
-    )
 
 
 def _times_G2_T(a: np.ndarray, axis: int) -> np.ndarray:
@@ -412,10 +408,7 @@ def strided_backward_weight(x: np.ndarray, gy: np.ndarray, padding: Pair) -> np.
             gU += np.matmul(Mg.transpose(0, 2, 1), V, out=product)  # (C_out, tiles) @ (tiles, 4C)
         return gU
 
-    shares = lanes.run(lane, chunks, n_lanes)
-    gU = shares[0]
-    for share in shares[1:]:  # in lane order
-        gU += share
+    gU = lanes.run_summed(lane, chunks, n_lanes)
     gU = gU.reshape(3, 3, C_out, 2, 2, C)  # (k, l, o, a, b, c)
     gW = _times_G2_T(_times_G2_T(gU, 0), 1)  # G2^T gU G2 per phase: (i, j, o, a, b, c)
     return np.ascontiguousarray(gW.transpose(2, 5, 0, 3, 1, 4)).reshape(C_out, C, 4, 4)
